@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfeed",
+    version="0.1.0",
+    description="(image URL, label) pairs in, a tf.data.Dataset that model.fit trains on at full speed out",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tfeed", "tfeed.*"]),
+    python_requires=">=3.9",
+    # `tensorflow` (not tensorflow-cpu): GPU users install tensorflow[and-cuda] on top.
+    install_requires=[
+        "tensorflow>=2.13",
+        "numpy",
+        "requests",
+        "aiohttp>=3.9",
+        "opencv-python-headless",
+    ],
+    extras_require={
+        "parquet": ["pyarrow"],
+        "io": ["tensorflow-io"],
+        "viz": ["matplotlib"],
+        "progress": ["tqdm"],
+        "test": ["pytest", "pytest-timeout", "scikit-image", "scikit-learn", "pillow", "pyarrow",
+                 "matplotlib", "tqdm", "psutil", "nbclient", "nbformat", "ipykernel"],
+        "bench": ["psutil", "matplotlib", "scikit-image", "scikit-learn", "pillow", "tensorpack==0.11"],
+    },
+    entry_points={"console_scripts": ["tfeed=tfeed.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

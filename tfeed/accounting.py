@@ -1,0 +1,53 @@
+"""Accounting stage: mark delivered examples and close each epoch's books.
+
+Placed after batching, it reads the URL column (dropping it) so that
+:class:`~tfeed.stats.Stats` knows which fetched images made it through
+decoding; after the last batch, an empty tail dataset calls
+:meth:`Stats.finish_epoch`, which counts the rest as ``decode_error``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from tfeed.stats import Stats
+
+
+def account(stats: Stats) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Return a ``Dataset -> Dataset`` function for ``ds.apply``: elements
+    ``(*values, url)`` (``url`` a string scalar or vector) become ``values``
+    (a single value is unwrapped), unchanged otherwise."""
+
+    def mark(urls):
+        stats.record_delivered(u.decode() for u in urls.numpy().reshape(-1))
+        return True
+
+    def strip(*element):
+        *values, url = element
+        marked = tf.py_function(mark, [url], tf.bool, name="tfeed_account")
+        with tf.control_dependencies([marked]):
+            values = [tf.identity(v) for v in values]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        marked = dataset.map(strip, num_parallel_calls=None)
+        return marked.concatenate(_epoch_end(stats, marked.element_spec))
+
+    return apply
+
+
+def _epoch_end(stats: Stats, element_spec) -> tf.data.Dataset:
+    """An empty dataset with ``element_spec`` that closes the epoch when reached."""
+
+    def finish():
+        stats.finish_epoch()
+        return False
+
+    def empty_like(_):
+        return tf.nest.map_structure(
+            lambda spec: tf.zeros([d if d is not None else 0 for d in spec.shape], spec.dtype), element_spec)
+
+    closer = tf.data.Dataset.range(1).map(lambda _: tf.py_function(finish, [], tf.bool))
+    return closer.filter(lambda keep: keep).map(empty_like)

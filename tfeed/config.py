@@ -1,0 +1,69 @@
+"""Settings of the fetch engine, validated once when built."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+
+def check_choice(name: str, value, choices) -> None:
+    """ValueError naming ``name``, what was received and what is allowed."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchConfig:
+    """How URLs are downloaded.  Times are seconds, sizes bytes.
+
+    max_in_flight: requests kept open at once (the latency hider).
+    max_in_flight_bytes: bodies held (downloading or waiting to be decoded)
+        above which no new request starts.
+    connections_per_host: keep-alive connections to one host at most.
+    connect_timeout / read_timeout: per attempt; read_timeout bounds the gap
+        between two received chunks.
+    deadline: total time for one URL, retries and backoff included.
+    retries: extra attempts after a retryable failure (connection, timeout,
+        5xx, 408, 429).  Backoff is exponential with full jitter, starting at
+        ``backoff`` and capped at ``max_backoff``; ``Retry-After`` is honoured.
+    max_redirects: redirects followed per attempt.
+    max_bytes: a body larger than this counts as ``too_large``.
+    schemes: URL schemes accepted; others count as ``invalid_url``.  ``file``
+        also admits plain local paths; ``gs`` (and any other ``tf.io.gfile``
+        scheme listed) is read through ``tf.io.gfile``.
+    dns_cache_ttl: seconds a resolved address is reused.
+    """
+
+    max_in_flight: int = 256
+    max_in_flight_bytes: int = 512 * 2**20
+    connections_per_host: int = 256
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    deadline: float = 60.0
+    retries: int = 3
+    backoff: float = 0.25
+    max_backoff: float = 8.0
+    max_redirects: int = 5
+    max_bytes: int = 32 * 2**20
+    schemes: tuple = ("http", "https")
+    dns_cache_ttl: float = 300.0
+    user_agent: str = "tfeed (+https://pypi.org/project/tfeed/)"
+
+    def __post_init__(self):
+        for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("connect_timeout", "read_timeout", "deadline"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        for name in ("retries", "max_redirects", "backoff", "max_backoff", "dns_cache_ttl"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        schemes = tuple(self.schemes)
+        if not schemes:
+            raise ValueError("schemes must name at least one URL scheme")
+        object.__setattr__(self, "schemes", schemes)
+
+    def replace(self, **changes) -> "FetchConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,108 @@
+"""Decode stage: image bytes to float32 ``[height, width, 3]`` with ``tf.image``.
+
+Runs entirely in tf.data's C++ threads (no Python, no GIL).  JPEG, PNG, GIF
+(first frame), BMP and WebP are decoded by ``tf.io.decode_image``; other
+formats arrive already transcoded to PNG by the fetch stage.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple
+
+import os
+
+import tensorflow as tf
+
+from tfeed.config import check_choice
+
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+
+
+def check_image_size(image_size) -> Tuple[int, int]:
+    """``(height, width)`` as positive ints, or ValueError."""
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return height, width
+
+
+def decode_image(data: tf.Tensor) -> tf.Tensor:
+    """Bytes of any supported format to uint8 ``[h, w, 3]`` (GIF: first frame)."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def center_crop_to_aspect(image: tf.Tensor, aspect: float) -> tf.Tensor:
+    """Largest centred crop of ``image`` with width / height == ``aspect``."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    crop_h = tf.minimum(height, tf.round(width / aspect))
+    crop_w = tf.minimum(width, tf.round(height * aspect))
+    crop_h, crop_w = tf.maximum(tf.cast(crop_h, tf.int32), 1), tf.maximum(tf.cast(crop_w, tf.int32), 1)
+    top = (shape[0] - crop_h) // 2
+    left = (shape[1] - crop_w) // 2
+    return image[top:top + crop_h, left:left + crop_w]
+
+
+def resize_image(image: tf.Tensor, image_size: Sequence[int], *, interpolation: str = "bilinear",
+                 crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False) -> tf.Tensor:
+    """Resize to float32 ``[height, width, C]`` (values keep their 0-255 range).
+
+    ``crop_to_aspect_ratio`` first takes the largest centred crop with the
+    target aspect ratio; ``pad_to_aspect_ratio`` pads with zeros instead;
+    neither: the image is stretched.
+    """
+    height, width = check_image_size(image_size)
+    if crop_to_aspect_ratio:
+        image = center_crop_to_aspect(image, width / height)
+    if pad_to_aspect_ratio:
+        resized = tf.image.resize_with_pad(image, height, width, method=interpolation)
+    else:
+        resized = tf.image.resize(image, (height, width), method=interpolation)
+    resized = tf.cast(resized, tf.float32)
+    resized.set_shape([height, width, image.shape[-1]])
+    return resized
+
+
+def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bilinear",
+           crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
+           skip_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
+           deterministic: bool = False) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
+
+    Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
+    [height, width, 3], *rest)`` with values in 0-255.
+
+    ``skip_errors=True``: an undecodable body is dropped (the pipeline counts
+    it as ``decode_error``).  Each element is decoded inside its own
+    ``interleave`` branch so that only decode errors are ignored -- errors from
+    earlier stages still reach the iterator.  ``False``: it raises
+    ``InvalidArgumentError`` in the iterator.
+    """
+    check_image_size(image_size)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
+    if crop_to_aspect_ratio and pad_to_aspect_ratio:
+        raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
+
+    def decode_one(body, *rest):
+        image = resize_image(decode_image(body), image_size, interpolation=interpolation,
+                             crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
+        return (image, *rest)
+
+    def decode_or_nothing(*element):
+        single = tf.data.Dataset.from_tensors(element).map(decode_one)
+        return single.ignore_errors()
+
+    def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        if not skip_errors:
+            return dataset.map(decode_one, num_parallel_calls=num_parallel_calls,
+                               deterministic=deterministic, name="tfeed_decode")
+        return dataset.interleave(decode_or_nothing, cycle_length=max(2, os.cpu_count() or 2) * 2,
+                                  block_length=1, num_parallel_calls=num_parallel_calls,
+                                  deterministic=deterministic, name="tfeed_decode")
+
+    return apply

@@ -1,0 +1,230 @@
+"""The fetch engine: hundreds of downloads in flight on one background loop.
+
+tf.data threads talk to the engine through two cheap calls:
+
+* :meth:`FetchEngine.submit` hands over a group of ``(url, label)`` and returns
+  a ticket at once; downloads start in submission order (FIFO) as long as
+  fewer than ``max_in_flight`` run and held bodies stay under
+  ``max_in_flight_bytes``.
+* :meth:`FetchEngine.collect` blocks (without the GIL) until a ticket's worth
+  of results is ready: the ticket's own results in order (``ordered=True``), or
+  the first ones to complete in that iterator (``ordered=False``).
+
+Every submitted URL produces exactly one :class:`Result`.  Each tf.data
+iterator is a *run*; results never cross runs, so an abandoned iterator (a
+``take(3)`` in a notebook) cannot leak examples into the next epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import queue
+import random
+import threading
+import weakref
+from typing import Dict, List, Optional, Sequence
+
+from tfeed import errors
+from tfeed.config import FetchConfig
+from tfeed.download import download
+from tfeed.stats import Stats
+
+_LIVE_RUNS = 4  # iterators kept alive at once; older runs are retired
+
+
+@dataclasses.dataclass
+class Result:
+    """One URL's outcome: ``body`` is image bytes, or None with ``failure``."""
+
+    url: str
+    label: int
+    body: Optional[bytes]
+    failure: Optional[errors.Failure]
+
+    @property
+    def size(self) -> int:
+        return len(self.body) if self.body is not None else 0
+
+
+class _Run:
+    """Results of one tf.data iterator."""
+
+    def __init__(self):
+        self.done: "queue.SimpleQueue[Result]" = queue.SimpleQueue()  # completion order
+        self.tickets: Dict[int, "queue.SimpleQueue"] = {}  # ordered mode: per ticket
+        self.retired = False
+
+
+class FetchEngine:
+    """Downloads URLs with ``config`` and records outcomes into ``stats``.
+
+    Thread-safe.  The loop thread starts on first use; :meth:`close` (or
+    garbage collection, or interpreter exit) stops it.
+    """
+
+    def __init__(self, config: FetchConfig, stats: Stats, seed: Optional[int] = None):
+        self.config = config
+        self.stats = stats
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._session = None
+        self._runs: "collections.OrderedDict[int, _Run]" = collections.OrderedDict()
+        self._tickets: Dict[int, tuple] = {}
+        self._run_ids = itertools.count(1)
+        self._ticket_ids = itertools.count(1)
+        # loop-thread state
+        self._queued: collections.deque = collections.deque()
+        self._in_flight = 0
+        self._held_bytes = 0
+        self._finalizer = None
+
+    # -- tf.data-facing API (any thread) ----------------------------------
+    def new_run(self) -> int:
+        """Start a run (one iterator); retires runs beyond the newest few."""
+        self._ensure_started()
+        with self._lock:
+            run_id = next(self._run_ids)
+            self._runs[run_id] = _Run()
+            while len(self._runs) > _LIVE_RUNS:
+                _, old = self._runs.popitem(last=False)
+                old.retired = True
+                self._loop.call_soon_threadsafe(self._drain_retired, old)
+        self.stats.begin_run()
+        return run_id
+
+    def submit(self, run_id: int, urls: Sequence[str], labels: Sequence[int], ordered: bool) -> int:
+        """Queue downloads; returns a ticket for :meth:`collect`."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                raise RuntimeError(f"run {run_id} was retired: too many live iterators on one dataset")
+            ticket = next(self._ticket_ids)
+            sink = queue.SimpleQueue() if ordered else run.done
+            if ordered:
+                run.tickets[ticket] = sink
+            self._tickets[ticket] = (run, len(urls), sink, ordered)
+        items = [(run, sink, index, url, label) for index, (url, label) in enumerate(zip(urls, labels))]
+        self._loop.call_soon_threadsafe(self._enqueue, items)
+        return ticket
+
+    def collect(self, ticket: int) -> List[Result]:
+        """Block until the ticket's results are ready; release their bytes."""
+        with self._lock:
+            run, size, sink, ordered = self._tickets.pop(ticket)
+        got = []
+        while len(got) < size:
+            try:
+                got.append(sink.get(timeout=1.0))
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("tfeed fetch engine stopped unexpectedly") from None
+        if ordered:
+            run.tickets.pop(ticket, None)
+            got.sort(key=lambda pair: pair[0])
+        results = [result for _, result in got]
+        freed = sum(result.size for result in results)
+        if freed:
+            self._loop.call_soon_threadsafe(self._release, freed)
+        return results
+
+    def close(self) -> None:
+        """Stop the loop thread and close connections (idempotent)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # -- loop thread -------------------------------------------------------
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(target=_run_loop, args=(loop, ready), name="tfeed-fetch", daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+            self._session = asyncio.run_coroutine_threadsafe(self._open_session(), loop).result()
+            self._finalizer = weakref.finalize(self, _shutdown, loop, thread, self._session)
+
+    async def _open_session(self):
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.config.max_in_flight,
+                                         limit_per_host=self.config.connections_per_host,
+                                         ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True)
+        return aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.config.user_agent},
+                                     auto_decompress=True, trust_env=True)
+
+    def _enqueue(self, items) -> None:
+        self._queued.extend(items)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start queued downloads, oldest first, while the limits allow."""
+        config = self.config
+        while (self._queued and self._in_flight < config.max_in_flight
+               and self._held_bytes < config.max_in_flight_bytes):
+            item = self._queued.popleft()
+            if item[0].retired:
+                continue
+            self._in_flight += 1
+            self._loop.create_task(self._fetch(*item))
+
+    async def _fetch(self, run, sink, index, url, label) -> None:
+        try:
+            outcome = await download(self._session, url, self.config, self._rng)
+            result = Result(url, int(label), outcome.body, outcome.failure)
+            self.stats.record_retries(outcome.attempts - 1)
+        except BaseException as exc:  # never lose a URL, even to a bug
+            result = Result(url, int(label), None, errors.Failure(url, "internal_error", repr(exc)))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._in_flight -= 1
+        if result.failure is not None:
+            self.stats.record_failure(result.failure)
+        else:
+            self.stats.record_fetched(url, result.size)
+        if run.retired:
+            result = dataclasses.replace(result, body=None)
+        else:
+            self._held_bytes += result.size
+        sink.put((index, result))
+        self._pump()
+
+    def _release(self, nbytes: int) -> None:
+        self._held_bytes -= nbytes
+        self._pump()
+
+    def _drain_retired(self, run: _Run) -> None:
+        sinks = [run.done, *run.tickets.values()]
+        for sink in sinks:
+            while True:
+                try:
+                    _, result = sink.get_nowait()
+                except queue.Empty:
+                    break
+                self._held_bytes -= result.size
+        self._pump()
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    loop.run_forever()
+
+
+def _shutdown(loop, thread, session) -> None:
+    if not thread.is_alive():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
+    except Exception:  # noqa: BLE001 - best effort at exit
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)

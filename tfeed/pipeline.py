@@ -1,0 +1,178 @@
+"""``image_dataset_from_urls``: the stages wired into one tf.data pipeline.
+
+    source (from_generator) -> fetch (engine) -> decode (tf.image)
+        -> labels -> augment -> batch -> account -> prefetch (to device)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Optional, Sequence, Union
+
+import tensorflow as tf
+
+from tfeed.accounting import account
+from tfeed.config import FetchConfig, check_choice
+from tfeed.decode import check_image_size, decode
+from tfeed.engine import FetchEngine
+from tfeed.errors import ErrorPolicy, resolve_policy
+from tfeed.fetch import fetch
+from tfeed.labels import LABEL_MODES, encode_labels
+from tfeed.readers import pair_factory
+from tfeed.source import LabelIndex, Selection, UrlGenerator, url_dataset, with_labels
+from tfeed.stats import Stats
+
+Augment = Callable[[tf.Tensor, tf.Tensor], tuple]
+
+
+def image_dataset_from_urls(
+        source,
+        labels: Union[str, Sequence, None] = "inferred",
+        label_mode: Optional[str] = "int",
+        class_names: Optional[Sequence[str]] = None,
+        batch_size: Optional[int] = 32,
+        image_size: Sequence[int] = (256, 256),
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        validation_split: Optional[float] = None,
+        subset: Optional[str] = None,
+        interpolation: str = "bilinear",
+        crop_to_aspect_ratio: bool = False,
+        pad_to_aspect_ratio: bool = False,
+        *,
+        augment: Optional[Augment] = None,
+        url_column: str = "url",
+        label_column: str = "label",
+        num_shards: int = 1,
+        shard_index: int = 0,
+        input_context: Optional[tf.distribute.InputContext] = None,
+        on_error: ErrorPolicy = "skip",
+        deterministic: bool = False,
+        fetch_config: Optional[FetchConfig] = None,
+        num_parallel_calls: int = tf.data.AUTOTUNE,
+        shuffle_buffer_size: int = 100_000,
+        prefetch_to_device: Optional[str] = None,
+):
+    """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
+
+    Args:
+      source: ``(url, label)`` pairs (or bare URLs) as a list/iterable, a
+        zero-argument callable returning a fresh iterable (called each epoch),
+        or a path to a URL list (``.txt``, ``.csv``, ``.tsv``, ``.jsonl``,
+        ``.parquet``, optionally ``.gz``; see :mod:`tfeed.readers`).
+      labels: ``"inferred"`` (from the source), ``None`` (no labels), or a list
+        with one label per URL of the source.
+      label_mode: ``"int"`` (int32 ``[B]``), ``"categorical"`` (float32
+        ``[B, num_classes]``), ``"binary"`` (float32 ``[B, 1]``) or ``None``.
+      class_names: the classes in index order; default: sorted string labels,
+        or ``"0".."max"`` for integer labels.
+      batch_size: examples per batch; ``None`` yields single examples.
+      image_size: ``(height, width)`` of the float32 images (values 0-255).
+      shuffle / seed: reshuffle each epoch, reproducibly from ``seed``.
+      validation_split / subset: fraction held out, split deterministically by
+        ``hash(seed, url)``; ``subset`` is ``"training"``, ``"validation"`` or
+        ``"both"`` (returns a ``(training, validation)`` tuple).
+      interpolation / crop_to_aspect_ratio / pad_to_aspect_ratio: as in Keras.
+      augment: ``fn(image, label) -> (image, label)`` of graph ops, run after
+        resizing, before batching.
+      url_column / label_column: column names in CSV, TSV, JSONL and Parquet.
+      num_shards / shard_index / input_context: keep one shard of the URLs
+        for multi-worker input; an ``InputContext`` sets both and the
+        per-replica batch size.
+      on_error: ``"skip"`` (count and continue), ``"raise"``, or a callable
+        receiving each :class:`tfeed.Failure` (raise in it to stop).
+      deterministic: keep source order (slower under uneven latency).
+      fetch_config: a :class:`tfeed.FetchConfig` (concurrency, timeouts,
+        retries, size cap, schemes).
+      num_parallel_calls: decode parallelism (``tf.data.AUTOTUNE``).
+      shuffle_buffer_size: URLs held for shuffling; sources up to this size
+        are fully permuted.
+      prefetch_to_device: e.g. ``"/gpu:0"``, or ``"auto"`` for the first GPU
+        when there is one.
+
+    Returns:
+      A dataset of ``(images, labels)`` (or ``images`` with ``label_mode=None``)
+      with static shapes, and attributes ``class_names`` (list or None) and
+      ``stats`` (:class:`tfeed.Stats`: live counts of delivered and failed
+      URLs by reason).  ``subset="both"`` returns two such datasets.
+
+    Raises:
+      ValueError / TypeError for invalid arguments (checked before any
+      download); FileNotFoundError for a missing URL list.
+    """
+    check_image_size(image_size)
+    check_choice("label_mode", label_mode, LABEL_MODES)
+    resolve_policy(on_error)
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if input_context is not None:
+        num_shards, shard_index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if batch_size is not None:
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    subsets = ("training", "validation") if subset == "both" else (subset,)
+    selections = [Selection(validation_split, name, seed, num_shards, shard_index) for name in subsets]
+
+    factory = pair_factory(source, url_column=url_column, label_column=label_column)
+    label_index = None
+    if labels is None:
+        label_mode = None
+    else:
+        if not isinstance(labels, str):
+            factory, _ = with_labels(factory, labels)
+        elif labels != "inferred":
+            raise ValueError(f'labels must be "inferred", None or a list, got {labels!r}')
+        label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(factory)
+    num_classes = len(label_index) if label_index is not None else 0
+    encode_labels(label_mode, num_classes)  # validates label_mode against the classes
+
+    datasets = []
+    for selection in selections:
+        stats = Stats()
+        generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
+                                 shuffle_buffer_size=shuffle_buffer_size)
+        engine = FetchEngine(fetch_config or FetchConfig(), stats, seed=seed)
+        dataset = (url_dataset(generator)
+                   .apply(fetch(engine, on_error=on_error, deterministic=deterministic))
+                   .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                                 pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
+                                 num_parallel_calls=num_parallel_calls, deterministic=deterministic))
+                   .apply(encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1))))
+        if augment is not None:
+            dataset = dataset.map(lambda image, label, url: (*augment(image, label), url),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        if label_mode is None:
+            dataset = dataset.map(lambda image, label, url: (image, url))
+        if batch_size is not None:
+            dataset = dataset.batch(int(batch_size))
+        dataset = dataset.apply(account(stats))
+        dataset = finish(dataset, prefetch_to_device)
+        dataset.class_names = list(label_index.class_names) if label_index is not None else None
+        dataset.stats = stats
+        dataset._tfeed_engine = engine  # keeps the engine alive as long as the dataset
+        datasets.append(dataset)
+    return tuple(datasets) if subset == "both" else datasets[0]
+
+
+def finish(dataset: tf.data.Dataset, prefetch_to_device: Optional[str] = None) -> tf.data.Dataset:
+    """Options and the final prefetch (onto ``prefetch_to_device`` if given).
+
+    Blocking fetch calls run on a private thread pool sized so that decoding
+    always has every core (tf.data's default pool has one thread per core).
+    """
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 2 * (os.cpu_count() or 2) + 8
+    dataset = dataset.with_options(options)
+    device = _resolve_device(prefetch_to_device)
+    if device is not None:
+        return dataset.apply(tf.data.experimental.prefetch_to_device(device))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _resolve_device(prefetch_to_device: Optional[str]) -> Optional[str]:
+    if prefetch_to_device != "auto":
+        return prefetch_to_device
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else None

@@ -1,0 +1,117 @@
+"""Live counters of a dataset: what was delivered, what failed and why.
+
+One :class:`Stats` belongs to one dataset (no globals).  It is updated from the
+fetch engine's thread and tf.data's threads, and read at any time with
+:meth:`Stats.snapshot`.  Accounting is exact per epoch when one iterator runs
+at a time (as ``model.fit`` does): at the end of an epoch every URL is either
+delivered once or counted once under a reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Dict, Iterable, List
+
+from tfeed import errors
+
+
+class Stats:
+    """Thread-safe counters.  ``max_failures_kept`` bounds the failed-URL log."""
+
+    def __init__(self, max_failures_kept: int = 10_000):
+        self._lock = threading.Lock()
+        self._failures = collections.Counter()
+        self._failed = collections.deque(maxlen=max_failures_kept)
+        self._pending = collections.Counter()  # fetched, not yet delivered
+        self._started = time.monotonic()
+        self._first_delivery = None
+        self._counts = collections.Counter()
+
+    # -- updates ---------------------------------------------------------
+    def record_failure(self, failure: errors.Failure) -> None:
+        with self._lock:
+            self._failures[failure.reason] += 1
+            self._failed.append(failure)
+
+    def record_fetched(self, url: str, nbytes: int) -> None:
+        """A body of ``nbytes`` arrived for ``url``; it now awaits decoding."""
+        with self._lock:
+            self._pending[url] += 1
+            self._counts["fetched"] += 1
+            self._counts["bytes"] += nbytes
+
+    def record_retries(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self._counts["retries"] += count
+
+    def record_delivered(self, urls: Iterable[str]) -> None:
+        """These examples left the pipeline decoded (one call per batch)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._first_delivery is None:
+                self._first_delivery = now
+            for url in urls:
+                self._counts["delivered"] += 1
+                if self._pending[url] <= 1:
+                    self._pending.pop(url, None)
+                else:
+                    self._pending[url] -= 1
+
+    def begin_run(self) -> None:
+        """A new iterator starts: examples an abandoned iterator fetched but
+        never delivered were not failures, so they are forgotten."""
+        with self._lock:
+            self._pending.clear()
+
+    def finish_epoch(self) -> None:
+        """Close an epoch: fetched examples never delivered failed to decode."""
+        with self._lock:
+            for url, count in self._pending.items():
+                self._failures[errors.DECODE_ERROR] += count
+                for _ in range(count):
+                    self._failed.append(errors.Failure(url, errors.DECODE_ERROR, "image could not be decoded"))
+            self._pending.clear()
+            self._counts["epochs"] += 1
+
+    def record_cache_hit(self) -> None:
+        with self._lock:
+            self._counts["cache_hits"] += 1
+
+    # -- reads -----------------------------------------------------------
+    def snapshot(self) -> Dict[str, object]:
+        """Counters now: ``delivered``, ``failed``, ``failures`` (reason -> count),
+        ``retries``, ``bytes``, ``fetched``, ``epochs``, ``cache_hits``,
+        ``elapsed_s`` and ``images_per_s`` (delivered / seconds since the
+        first delivery)."""
+        now = time.monotonic()
+        with self._lock:
+            counts = dict(self._counts)
+            failures = dict(self._failures)
+            first = self._first_delivery
+        delivered = counts.get("delivered", 0)
+        span = (now - first) if first is not None else 0.0
+        return {
+            "delivered": delivered,
+            "failed": sum(failures.values()),
+            "failures": failures,
+            "retries": counts.get("retries", 0),
+            "bytes": counts.get("bytes", 0),
+            "fetched": counts.get("fetched", 0),
+            "cache_hits": counts.get("cache_hits", 0),
+            "epochs": counts.get("epochs", 0),
+            "elapsed_s": now - self._started,
+            "images_per_s": delivered / span if span > 0 else 0.0,
+        }
+
+    def failed_urls(self, limit: int = 100) -> List[errors.Failure]:
+        """The most recent ``limit`` failures (url, reason, detail), oldest first."""
+        with self._lock:
+            kept = list(self._failed)
+        return kept[-limit:] if limit else []
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        return f"Stats(delivered={snap['delivered']}, failed={snap['failed']}, failures={snap['failures']})"
