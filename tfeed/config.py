@@ -32,6 +32,8 @@ class FetchConfig:
         also admits plain local paths; ``gs`` (and any other ``tf.io.gfile``
         scheme listed) is read through ``tf.io.gfile``.
     dns_cache_ttl: seconds a resolved address is reused.
+    trust_env: honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``~/.netrc`` (costs
+        a thread hop per request, so off unless you sit behind a proxy).
     """
 
     max_in_flight: int = 256
@@ -47,6 +49,7 @@ class FetchConfig:
     max_bytes: int = 32 * 2**20
     schemes: tuple = ("http", "https")
     dns_cache_ttl: float = 300.0
+    trust_env: bool = False
     user_agent: str = "tfeed (+https://pypi.org/project/tfeed/)"
 
     def __post_init__(self):

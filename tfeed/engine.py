@@ -142,7 +142,7 @@ class FetchEngine:
         with self._lock:
             if self._thread is not None:
                 return
-            loop = asyncio.new_event_loop()
+            loop = _new_event_loop()
             ready = threading.Event()
             thread = threading.Thread(target=_run_loop, args=(loop, ready), name="tfeed-fetch", daemon=True)
             thread.start()
@@ -158,7 +158,7 @@ class FetchEngine:
                                          limit_per_host=self.config.connections_per_host,
                                          ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True)
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.config.user_agent},
-                                     auto_decompress=True, trust_env=True)
+                                     auto_decompress=True, trust_env=self.config.trust_env)
 
     def _enqueue(self, items) -> None:
         self._queued.extend(items)
@@ -211,6 +211,15 @@ class FetchEngine:
                     break
                 self._held_bytes -= result.size
         self._pump()
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (about half the per-request CPU), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:

@@ -33,7 +33,8 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
           ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
-    Input elements: ``(url: tf.string [], label: tf.int64 [])``.
+    Input elements: ``(url: tf.string [], label: tf.int64 [])``, or groups of
+    them as vectors ``[n]`` (what :func:`tfeed.url_dataset` yields).
     Output elements: ``(body: tf.string [], label: tf.int64 [], url: tf.string [])``,
     one per URL that downloaded as an image; failures are dropped after being
     counted in ``engine.stats`` and handed to ``on_error``.
@@ -69,7 +70,9 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         runs = tf.data.Dataset.from_generator(lambda: _repeat_run(engine),
                                               output_signature=tf.TensorSpec([], tf.int64))
-        tickets = tf.data.Dataset.zip((dataset.batch(group_size), runs)).map(submit_op)
+        if dataset.element_spec[0].shape.rank == 0:
+            dataset = dataset.batch(group_size)
+        tickets = tf.data.Dataset.zip((dataset, runs)).map(submit_op)
         tickets = tickets.prefetch(math.ceil(engine.config.max_in_flight / group_size))
         fetched = tickets.map(collect_op, num_parallel_calls=num_parallel_calls, deterministic=ordered)
         return fetched.unbatch()

@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+# Each creates .venv if missing, installs tfeed (and, as root, the Debian
+# packages it needs), then runs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tfeed-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench sysdeps clean
+
+demo: $(STAMP)
+	$(PY) -m tfeed.demo
+
+test: $(STAMP) sysdeps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) sysdeps
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) benchmarks/bench_fetch.py
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+sysdeps:
+	bash .ci/sysdeps
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
