@@ -21,7 +21,8 @@ def account(stats: Stats) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     (a single value is unwrapped), unchanged otherwise."""
 
     def mark(urls):
-        stats.record_delivered(u.decode() for u in urls.numpy().reshape(-1))
+        values = urls.numpy()
+        stats.record_delivered([values.decode()] if isinstance(values, bytes) else [u.decode() for u in values])
         return True
 
     def strip(*element):

@@ -1,0 +1,33 @@
+"""Small helpers shared by tests (not fixtures)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+import tfeed
+
+
+def expected(body: bytes, size=(32, 32)) -> np.ndarray:
+    """What the pipeline should produce for ``body``: decode + resize, float32."""
+    return tfeed.resize_image(tfeed.decode_image(tf.constant(body)), size).numpy()
+
+
+def collect(dataset):
+    """All elements of an unbatched (image, label) dataset as two lists."""
+    images, labels = [], []
+    for image, label in dataset:
+        images.append(image.numpy())
+        labels.append(label.numpy())
+    return images, labels
+
+
+def match_images(images, bodies, size=(32, 32)):
+    """Index of the body each image came from (exact pixel match), in order."""
+    references = [expected(body, size) for body in bodies]
+    found = []
+    for image in images:
+        hits = [i for i, ref in enumerate(references) if np.array_equal(ref, image)]
+        assert len(hits) == 1, f"image matches {len(hits)} references"
+        found.append(hits[0])
+    return found

@@ -1,0 +1,42 @@
+"""`import tfeed` is quiet and never depends on tensorflow-io."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code, extra_path=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, ROOT) if p)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_import_survives_a_broken_tensorflow_io(tmp_path):
+    fake = tmp_path / "tensorflow_io"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow-io built for another TensorFlow')\n")
+    result = _python("""
+        import tensorflow as tf  # TensorFlow's own start-up lines are not tfeed's
+        import sys
+        sys.stderr.write("--- tfeed ---\\n")
+        import tfeed
+        print(tfeed.__version__, 'tensorflow_io' in sys.modules)
+    """, extra_path=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [__import__("tfeed").__version__, "False"]
+    assert result.stderr.split("--- tfeed ---", 1)[1].strip() == ""
+
+
+def test_import_does_not_start_threads_or_build():
+    result = _python("""
+        import threading, tfeed
+        print(sorted(t.name for t in threading.enumerate()))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "tfeed-fetch" not in result.stdout
