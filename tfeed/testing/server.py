@@ -1,0 +1,454 @@
+"""A local HTTP image server with fault injection, for tests, demos and benchmarks.
+
+Every image path accepts faults as query parameters (see :class:`ImageServer`), so
+one server can play a healthy CDN and every way the web misbehaves.
+
+Run standalone with ``python -m tfeed.testing.server DIR``: the first line on
+stdout is the base URL, logs go to stderr, SIGTERM/SIGINT stop it.
+
+This module imports nothing from ``tfeed`` on purpose: process mode runs it by
+file path, so the server starts in a fraction of a second without TensorFlow.
+"""
+
+import argparse
+import asyncio
+import gzip
+import json
+import logging
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import zlib
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+    ".bmp": "image/bmp", ".webp": "image/webp", ".tif": "image/tiff", ".tiff": "image/tiff",
+    ".avif": "image/avif", ".html": "text/html", ".txt": "text/plain",
+}
+BLOB_HEADER = b"\xff\xd8\xff\xe0"  # JPEG SOI + APP0: sniffs as JPEG
+BACKLOG = 1024
+SHUTDOWN_TIMEOUT = 0.25  # seconds open handlers get before stop() cancels them
+STATS_PATH = "/__stats"
+_CHUNK = 1 << 16
+
+
+def catalog(images):
+    """Return ``{name: bytes | Path}`` for a mapping, or for every file below a directory.
+
+    Directory entries are named by their POSIX relative path ("cls/a.jpg") and read
+    on each request, so a large corpus is not held in memory.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        root = Path(images)
+        if not root.is_dir():
+            raise NotADirectoryError(f"ImageServer: {root} is not a directory")
+        return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+    entries = dict(images)
+    for name, data in entries.items():
+        if not isinstance(name, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"ImageServer: expected a mapping str -> bytes, got {name!r}: {type(data).__name__}")
+    return {name.lstrip("/"): bytes(data) for name, data in entries.items()}
+
+
+class _BadFault(ValueError):
+    """A fault query parameter that does not parse; answered with 400."""
+
+
+def _param(query, key, kind, default=None):
+    if key not in query:
+        return default
+    try:
+        return kind(query[key])
+    except ValueError:
+        raise _BadFault(f"bad value for {key}: {query[key]!r}") from None
+
+
+def _blob_chunks(size):
+    head = BLOB_HEADER[:size]
+    yield head
+    zeros = bytes(_CHUNK)
+    left = size - len(head)
+    while left > 0:
+        yield zeros[:min(left, _CHUNK)]
+        left -= _CHUNK
+
+
+def _gzip_chunks(chunks):
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip container
+    for chunk in chunks:
+        out = packer.compress(chunk)
+        if out:
+            yield out
+    yield packer.flush()
+
+
+def _rechunk(chunks, size):
+    for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start:start + size]
+
+
+def corrupt_bytes(data, seed):
+    """Keep the first 32 bytes of ``data`` and replace the rest with seeded random bytes."""
+    rest = len(data) - 32
+    return data[:32] + (random.Random(seed).randbytes(rest) if rest > 0 else b"")
+
+
+class _Handler:
+    """The aiohttp request handler: counters and fault state for one server run."""
+
+    def __init__(self, entries, latency, jitter, seed):
+        self.entries = entries
+        self.latency = latency
+        self.jitter = jitter
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.counts = Counter()
+        self.failures = Counter()
+
+    def app(self):
+        app = web.Application()
+        app.router.add_get(STATS_PATH, self.stats)
+        app.router.add_post(STATS_PATH + "/reset", self.reset)
+        app.router.add_get("/{name:.+}", self.serve)
+        return app
+
+    async def stats(self, request):
+        return web.json_response({"total": sum(self.counts.values()), "by_name": dict(self.counts), "pid": os.getpid()})
+
+    async def reset(self, request):
+        self.counts.clear()
+        self.failures.clear()
+        return await self.stats(request)
+
+    async def serve(self, request):
+        name = request.match_info["name"]
+        self.counts[name] += 1
+        try:
+            return await self._serve(request, name, request.query)
+        except _BadFault as exc:
+            return web.Response(status=400, text=str(exc))
+
+    async def _serve(self, request, name, query):
+        wait = max(0.0, self.latency + self.rng.uniform(-self.jitter, self.jitter)) if self.jitter else self.latency
+        wait += _param(query, "delay", float, 0.0)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if _param(query, "hang", int, 0):
+            await asyncio.Event().wait()  # cancelled by stop() or by the client going away
+        fail = _param(query, "fail", int, 0)
+        if fail:
+            self.failures[request.path_qs] += 1
+            if self.failures[request.path_qs] <= fail:
+                headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
+                return web.Response(status=_param(query, "fail_status", int, 503), text="injected failure\n",
+                                    headers=headers)
+        status = _param(query, "status", int)
+        if status is not None:
+            silent = status < 200 or status in (204, 304)
+            return web.Response(status=status, text=None if silent else f"injected status {status}\n")
+        hops = _param(query, "redirect", int, 0)
+        if hops > 0:
+            rest = dict(query, redirect=str(hops - 1))
+            raise web.HTTPFound(f"{request.path}?{urllib.parse.urlencode(rest)}")
+        if _param(query, "html", int, 0):
+            return web.Response(text="<html><body><h1>Not an image</h1></body></html>\n", content_type="text/html")
+        return await self._send_image(request, name, query)
+
+    async def _send_image(self, request, name, query):
+        size = _param(query, "size", int) if name == "blob" else None
+        if size is not None:
+            chunks, length, ctype = _blob_chunks(size), size, "image/jpeg"
+        elif name in self.entries:
+            entry = self.entries[name]
+            data = entry.read_bytes() if isinstance(entry, Path) else entry
+            if _param(query, "corrupt", int, 0):
+                data = corrupt_bytes(data, f"{self.seed}:{name}")
+            chunks, length = [data], len(data)
+            ctype = CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+        else:
+            return web.Response(status=404, text=f"no such image: {name}\n")
+        headers = {}
+        if _param(query, "gzip", int, 0):
+            headers["Content-Encoding"] = "gzip"
+            if size is None:
+                chunks = [gzip.compress(chunks[0])]
+                length = len(chunks[0])
+            else:
+                chunks, length = _gzip_chunks(chunks), None
+        truncate = _param(query, "truncate", float)
+        drip = _param(query, "drip", float)
+        if truncate is None and drip is None and size is None:
+            return web.Response(body=chunks[0], content_type=ctype, headers=headers)
+        return await self._stream(request, chunks, length, ctype, headers, truncate, drip,
+                                  _param(query, "chunk", int, 64))
+
+    async def _stream(self, request, chunks, length, ctype, headers, truncate, drip, chunk):
+        if truncate is not None and length is None:
+            raise _BadFault("truncate needs a known length (not with gzip on /blob)")
+        if chunk < 1:
+            raise _BadFault("chunk must be >= 1")
+        limit = None if truncate is None else int(length * min(max(truncate, 0.0), 1.0))
+        response = web.StreamResponse(headers=headers)
+        response.content_type = ctype
+        if length is not None:
+            response.content_length = length
+        if limit is not None and limit < length:
+            response.force_close()  # the short body ends with the connection closing
+        await response.prepare(request)
+        sent = 0
+        for piece in _rechunk(chunks, chunk) if drip is not None else chunks:
+            if limit is not None:
+                piece = piece[:limit - sent]
+            if piece:
+                await response.write(piece)
+                sent += len(piece)
+            if limit is not None and sent >= limit:
+                break
+            if drip:
+                await asyncio.sleep(drip)
+        await response.write_eof()
+        return response
+
+
+async def _start_site(handler, host, port):
+    """Start serving ``handler`` on ``host:port`` (0 = free port); return (runner, port)."""
+    runner = web.AppRunner(handler.app(), handle_signals=False, access_log=None,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        site = web.SockSite(runner, sock, backlog=BACKLOG)
+        await site.start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    return runner, sock.getsockname()[1]
+
+
+def _format_url(host, port):
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class ImageServer:
+    """Serve images over HTTP on loopback, with latency and per-request fault injection.
+
+    Args:
+      images: mapping name -> bytes, or a directory (every file below it is served
+        by its POSIX relative path, e.g. ``"cls/a.jpg"``).
+      latency, jitter: every request waits ``latency + uniform(-jitter, jitter)``
+        seconds (clamped at 0) without blocking the others.
+      host, port: where to listen; port 0 picks a free port.
+      seed: seeds the jitter and the ``corrupt`` bytes.
+      process: serve from a subprocess (so the server's CPU does not compete with a
+        client being measured) instead of a daemon thread of this process.
+
+    Faults, as query parameters on an image path (see :meth:`url`): ``status=CODE``,
+    ``delay=S``, ``hang=1``, ``drip=S&chunk=N``, ``truncate=FRACTION``, ``corrupt=1``,
+    ``html=1``, ``redirect=N``, ``fail=K&fail_status=503&retry_after=S`` (the first K
+    requests for that exact URL fail), ``gzip=1``; ``/blob?size=N`` serves N bytes
+    that sniff as JPEG. Unknown names answer 404, malformed faults 400.
+    """
+
+    def __init__(self, images, *, latency=0.0, jitter=0.0, host="127.0.0.1", port=0, seed=0, process=False):
+        if latency < 0 or jitter < 0:
+            raise ValueError(f"ImageServer: latency and jitter must be >= 0, got {latency}, {jitter}")
+        self._images = images
+        self._entries = catalog(images)
+        self.latency, self.jitter, self.host, self.seed, self.process = latency, jitter, host, seed, process
+        self._port = port
+        self._running = None  # _ThreadRun or _ProcessRun while started
+
+    @property
+    def names(self):
+        """Sorted list of the served names."""
+        return sorted(self._entries)
+
+    @property
+    def port(self):
+        """The listening port (known before start() only when a fixed port was given)."""
+        return self._running.port if self._running else (self._port or None)
+
+    @property
+    def base_url(self):
+        """``"http://HOST:PORT/"``; raises RuntimeError before start()."""
+        if not self._running:
+            raise RuntimeError("ImageServer is not started")
+        return _format_url(self.host, self._running.port)
+
+    def url(self, name, **faults):
+        """Full URL of ``name`` with ``faults`` as query parameters (True -> 1)."""
+        query = {k: int(v) if isinstance(v, bool) else v for k, v in faults.items()}
+        suffix = "?" + urllib.parse.urlencode(query) if query else ""
+        return self.base_url + urllib.parse.quote(name.lstrip("/")) + suffix
+
+    def start(self):
+        """Start serving (idempotent); returns self."""
+        if not self._running:
+            run = _ProcessRun if self.process else _ThreadRun
+            self._running = run(self)
+        return self
+
+    def stop(self):
+        """Stop serving (idempotent); hanging requests are cancelled, not waited for."""
+        running, self._running = self._running, None
+        if running:
+            running.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def request_count(self, name=None):
+        """Requests received since start or reset_counts(): all, or for one name (any query)."""
+        stats = self._stats("GET", "")
+        return stats["total"] if name is None else stats["by_name"].get(name.lstrip("/"), 0)
+
+    def reset_counts(self):
+        """Zero the request counters and the ``fail=K`` counters."""
+        self._stats("POST", "/reset")
+
+    def _stats(self, method, suffix):
+        request = urllib.request.Request(self.base_url.rstrip("/") + STATS_PATH + suffix, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+class _ThreadRun:
+    """An asyncio loop in a daemon thread serving one ImageServer."""
+
+    def __init__(self, server):
+        handler = _Handler(server._entries, server.latency, server.jitter, server.seed)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tfeed-image-server", daemon=True)
+        self.thread.start()
+        try:
+            started = asyncio.run_coroutine_threadsafe(_start_site(handler, server.host, server._port), self.loop)
+            self.runner, self.port = started.result(timeout=30)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def close(self):
+        try:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class _ProcessRun:
+    """A ``server.py`` subprocess serving one ImageServer (a mapping goes via a temp dir)."""
+
+    def __init__(self, server):
+        self.tmp = tempfile.mkdtemp(prefix="tfeed-image-server-")
+        try:
+            root = server._images if isinstance(server._images, (str, os.PathLike)) else self._dump(server._entries)
+            argv = [str(root), "--host", server.host, "--port", str(server._port), "--latency", str(server.latency),
+                    "--jitter", str(server.jitter), "--seed", str(server.seed)]
+            self.log_path = os.path.join(self.tmp, "server.log")
+            # Run the file, not ``-m tfeed.testing.server``: importing the tfeed package would import TensorFlow.
+            code = f"import runpy; runpy.run_path({os.path.abspath(__file__)!r}, run_name='__main__')"
+            with open(self.log_path, "wb") as log_file:
+                self.proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
+                                             stderr=log_file, stdin=subprocess.DEVNULL)
+            self.port = urllib.parse.urlsplit(self._first_line(timeout=30)).port
+        except BaseException:
+            self.close()
+            raise
+
+    def _dump(self, entries):
+        root = os.path.join(self.tmp, "images")
+        for name, data in entries.items():
+            path = os.path.join(root, *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        return root
+
+    def _first_line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+            if ready:
+                line = self.proc.stdout.readline().decode().strip()
+                if line.startswith("http://"):
+                    return line
+            if self.proc.poll() is not None:
+                break
+        with open(self.log_path, errors="replace") as f:
+            raise RuntimeError(f"ImageServer subprocess did not start:\n{f.read()[-4000:]}")
+
+    def close(self):
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None:
+            proc.stdout.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+async def _serve_until_signal(entries, args):
+    handler = _Handler(entries, args.latency, args.jitter, args.seed)
+    runner, port = await _start_site(handler, args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(_format_url(args.host, port), flush=True)
+    log.info("serving %d files from %s on port %d", len(entries), args.root, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv=None):
+    """CLI: serve DIR until SIGTERM/SIGINT; the first stdout line is the base URL."""
+    parser = argparse.ArgumentParser(prog="tfeed.testing.server", description=ImageServer.__doc__.split("\n")[0])
+    parser.add_argument("root", metavar="DIR", help="directory of images to serve (by relative path)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--jitter", type=float, default=0.0, help="latency varies by +- this many seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    entries = catalog(args.root)
+    asyncio.run(_serve_until_signal(entries, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
