@@ -28,6 +28,7 @@ import weakref
 from typing import Dict, List, Optional, Sequence
 
 from tfeed import errors
+from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig
 from tfeed.download import download
 from tfeed.stats import Stats
@@ -43,6 +44,7 @@ class Result:
     label: int
     body: Optional[bytes]
     failure: Optional[errors.Failure]
+    cached: bool = False  # answered from the disk cache, no request made
 
     @property
     def size(self) -> int:
@@ -61,13 +63,19 @@ class _Run:
 class FetchEngine:
     """Downloads URLs with ``config`` and records outcomes into ``stats``.
 
+    With a ``cache`` (:class:`tfeed.cache.DiskCache`), cached bodies and
+    remembered permanent failures are answered in :meth:`submit` without a
+    request, and new bodies are stored by :meth:`collect`.
+
     Thread-safe.  The loop thread starts on first use; :meth:`close` (or
     garbage collection, or interpreter exit) stops it.
     """
 
-    def __init__(self, config: FetchConfig, stats: Stats, seed: Optional[int] = None):
+    def __init__(self, config: FetchConfig, stats: Stats, seed: Optional[int] = None,
+                 cache: Optional[DiskCache] = None):
         self.config = config
         self.stats = stats
+        self.cache = cache
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -94,7 +102,6 @@ class FetchEngine:
                 _, old = self._runs.popitem(last=False)
                 old.retired = True
                 self._loop.call_soon_threadsafe(self._drain_retired, old)
-        self.stats.begin_run()
         return run_id
 
     def submit(self, run_id: int, urls: Sequence[str], labels: Sequence[int], ordered: bool) -> int:
@@ -108,9 +115,29 @@ class FetchEngine:
             if ordered:
                 run.tickets[ticket] = sink
             self._tickets[ticket] = (run, len(urls), sink, ordered)
-        items = [(run, sink, index, url, label) for index, (url, label) in enumerate(zip(urls, labels))]
-        self._loop.call_soon_threadsafe(self._enqueue, items)
+        items = []
+        for index, (url, label) in enumerate(zip(urls, labels)):
+            cached = self._from_cache(url, label) if self.cache is not None else None
+            if cached is not None:
+                sink.put((index, cached))
+            else:
+                items.append((run, sink, index, url, label))
+        if items:
+            self._loop.call_soon_threadsafe(self._enqueue, items)
         return ticket
+
+    def _from_cache(self, url: str, label: int) -> Optional[Result]:
+        reason = self.cache.remembered_failure(url)
+        if reason is not None:
+            failure = errors.Failure(url, reason, "remembered from an earlier attempt (cache)")
+            self.stats.record_failure(failure)
+            return Result(url, int(label), None, failure, cached=True)
+        body = self.cache.get(url)
+        if body is None:
+            return None
+        self.stats.record_cache_hit()
+        self.stats.record_fetched(url, len(body))
+        return Result(url, int(label), body, None, cached=True)
 
     def collect(self, ticket: int) -> List[Result]:
         """Block until the ticket's results are ready; release their bytes."""
@@ -127,10 +154,20 @@ class FetchEngine:
             run.tickets.pop(ticket, None)
             got.sort(key=lambda pair: pair[0])
         results = [result for _, result in got]
-        freed = sum(result.size for result in results)
+        downloaded = [result for result in results if not result.cached]
+        freed = sum(result.size for result in downloaded)
         if freed:
             self._loop.call_soon_threadsafe(self._release, freed)
+        if self.cache is not None:
+            self._store(downloaded)
         return results
+
+    def _store(self, results: List[Result]) -> None:
+        for result in results:
+            if result.body is not None:
+                self.cache.put(result.url, result.body)
+            elif result.failure is not None:
+                self.cache.remember_failure(result.url, result.failure.reason)
 
     def close(self) -> None:
         """Stop the loop thread and close connections (idempotent)."""
@@ -209,7 +246,8 @@ class FetchEngine:
                     _, result = sink.get_nowait()
                 except queue.Empty:
                     break
-                self._held_bytes -= result.size
+                if not result.cached:
+                    self._held_bytes -= result.size
         self._pump()
 
 

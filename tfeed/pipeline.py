@@ -13,13 +13,16 @@ from typing import Callable, Optional, Sequence, Union
 import tensorflow as tf
 
 from tfeed.accounting import account
+from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig, check_choice
 from tfeed.decode import check_image_size, decode
 from tfeed.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.fetch import fetch
 from tfeed.labels import LABEL_MODES, encode_labels
+from tfeed.progress import ProgressBar
 from tfeed.readers import pair_factory
+from tfeed.resume import Position
 from tfeed.source import LabelIndex, Selection, UrlGenerator, url_dataset, with_labels
 from tfeed.stats import Stats
 
@@ -53,6 +56,9 @@ def image_dataset_from_urls(
         num_parallel_calls: int = tf.data.AUTOTUNE,
         shuffle_buffer_size: int = 100_000,
         prefetch_to_device: Optional[str] = None,
+        cache_dir: Union[str, DiskCache, None] = None,
+        resume_from: Union[str, Position, None] = None,
+        progress: bool = False,
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -90,6 +96,14 @@ def image_dataset_from_urls(
         are fully permuted.
       prefetch_to_device: e.g. ``"/gpu:0"``, or ``"auto"`` for the first GPU
         when there is one.
+      cache_dir: a directory (or a :class:`tfeed.DiskCache`) caching downloaded
+        bytes across epochs, runs and processes; permanent failures (404, 410,
+        not_image) are remembered for a day so dead URLs are not retried.
+      resume_from: a :class:`tfeed.Position` or a path saved by
+        ``tfeed.callbacks.SavePosition``: the first epoch continues where that
+        run stopped, skipping the URLs it had consumed.  Needs the same source,
+        seed and split/shard settings.
+      progress: show a tqdm progress bar per epoch (stderr).
 
     Returns:
       A dataset of ``(images, labels)`` (or ``images`` with ``label_mode=None``)
@@ -115,6 +129,9 @@ def image_dataset_from_urls(
     subsets = ("training", "validation") if subset == "both" else (subset,)
     selections = [Selection(validation_split, name, seed, num_shards, shard_index) for name in subsets]
 
+    cache = DiskCache(cache_dir) if isinstance(cache_dir, (str, os.PathLike)) else cache_dir
+    if isinstance(resume_from, (str, os.PathLike)):
+        resume_from = Position.load(os.fspath(resume_from))
     factory = pair_factory(source, url_column=url_column, label_column=label_column)
     label_index = None
     if labels is None:
@@ -132,8 +149,11 @@ def image_dataset_from_urls(
     for selection in selections:
         stats = Stats()
         generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
-                                 shuffle_buffer_size=shuffle_buffer_size)
-        engine = FetchEngine(fetch_config or FetchConfig(), stats, seed=seed)
+                                 shuffle_buffer_size=shuffle_buffer_size,
+                                 resume_from=resume_from if selection.subset != "validation" else None)
+        engine = FetchEngine(fetch_config or FetchConfig(), stats, seed=seed, cache=cache)
+        if progress:
+            ProgressBar(stats, desc=selection.subset or "tfeed")
         dataset = (url_dataset(generator)
                    .apply(fetch(engine, on_error=on_error, deterministic=deterministic))
                    .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.readers import PairFactory
+from tfeed.resume import Position, url_key
 from tfeed.stats import Stats
 
 NO_LABEL = -1
@@ -147,19 +148,26 @@ class UrlGenerator:
     reading the source is raised in the dataset's iterator."""
 
     def __init__(self, factory: PairFactory, selection: Selection, label_index: Optional[LabelIndex],
-                 stats: Stats, shuffle: bool, seed: int, shuffle_buffer_size: int, group_size: int = 16):
+                 stats: Stats, shuffle: bool, seed: int, shuffle_buffer_size: int, group_size: int = 16,
+                 resume_from: Optional[Position] = None):
         self._factory, self._selection, self._labels = factory, selection, label_index
         self._stats, self._shuffle, self._seed = stats, shuffle, seed
         self._buffer_size, self._group_size = shuffle_buffer_size, group_size
-        self._epochs = itertools.count()
+        self._epochs = itertools.count(resume_from.epoch if resume_from is not None else 0)
+        self._resume = resume_from
 
     def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         epoch = next(self._epochs)
+        resume, self._resume = self._resume, None  # only the first epoch resumes
+        skip = resume.skip_set() if resume is not None and len(resume.done) else None
+        self._stats.begin_epoch(epoch, resume.done if resume is not None else None)
         pairs = self._selection.select(self._factory())
         if self._shuffle:
             pairs = shuffled(pairs, random.Random(f"{self._seed}:{epoch}"), self._buffer_size)
         urls, labels = [], []
         for url, label in pairs:
+            if skip is not None and url_key(url) in skip:
+                continue
             index = self._encode(url, label)
             if index is None:
                 continue

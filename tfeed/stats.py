@@ -12,9 +12,12 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
 
 from tfeed import errors
+from tfeed.resume import Position, url_key
 
 
 class Stats:
@@ -28,6 +31,20 @@ class Stats:
         self._started = time.monotonic()
         self._first_delivery = None
         self._counts = collections.Counter()
+        self._epoch = 0
+        self._resumed_done = np.zeros(0, np.uint64)
+        self._batches: List[np.ndarray] = []  # keys of delivered batches, in order
+        self._listeners: List[Callable[[str, int], None]] = []
+
+    def add_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener("delivered", n)`` for each delivered batch of ``n``
+        and ``listener("epoch_end", epochs_done)`` when an epoch closes (from
+        tf.data threads; keep it quick)."""
+        self._listeners.append(listener)
+
+    def _notify(self, event: str, value: int) -> None:
+        for listener in self._listeners:
+            listener(event, value)
 
     # -- updates ---------------------------------------------------------
     def record_failure(self, failure: errors.Failure) -> None:
@@ -50,21 +67,29 @@ class Stats:
     def record_delivered(self, urls: Iterable[str]) -> None:
         """These examples left the pipeline decoded (one call per batch)."""
         now = time.monotonic()
+        urls = list(urls)
+        keys = np.fromiter((url_key(url) for url in urls), np.uint64, len(urls))
         with self._lock:
             if self._first_delivery is None:
                 self._first_delivery = now
+            self._batches.append(keys)
             for url in urls:
                 self._counts["delivered"] += 1
                 if self._pending[url] <= 1:
                     self._pending.pop(url, None)
                 else:
                     self._pending[url] -= 1
+        self._notify("delivered", len(urls))
 
-    def begin_run(self) -> None:
-        """A new iterator starts: examples an abandoned iterator fetched but
-        never delivered were not failures, so they are forgotten."""
+    def begin_epoch(self, epoch: int, done: Optional[np.ndarray] = None) -> None:
+        """A new iterator starts epoch ``epoch`` (``done``: URL keys already
+        consumed in it before a resume).  Examples an abandoned iterator
+        fetched but never delivered were not failures: they are forgotten."""
         with self._lock:
             self._pending.clear()
+            self._epoch = epoch
+            self._resumed_done = np.zeros(0, np.uint64) if done is None else np.asarray(done, np.uint64)
+            self._batches = []
 
     def finish_epoch(self) -> None:
         """Close an epoch: fetched examples never delivered failed to decode."""
@@ -75,6 +100,19 @@ class Stats:
                     self._failed.append(errors.Failure(url, errors.DECODE_ERROR, "image could not be decoded"))
             self._pending.clear()
             self._counts["epochs"] += 1
+            self._epoch += 1
+            self._resumed_done = np.zeros(0, np.uint64)
+            self._batches = []
+            epochs = self._counts["epochs"]
+        self._notify("epoch_end", epochs)
+
+    def position(self, consumed_batches: Optional[int] = None) -> Position:
+        """Where the current epoch stands: URLs in the first ``consumed_batches``
+        delivered batches (default: all delivered so far) count as done."""
+        with self._lock:
+            batches = self._batches if consumed_batches is None else self._batches[:consumed_batches]
+            done = np.concatenate([self._resumed_done, *batches]) if batches else self._resumed_done
+            return Position(self._epoch, done.copy())
 
     def record_cache_hit(self) -> None:
         with self._lock:
