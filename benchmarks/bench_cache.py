@@ -1,0 +1,89 @@
+"""Epoch 2 from the download cache, with the image server stopped.
+
+    python benchmarks/bench_cache.py [--images 2000] [--size 224] [--repeats 3]
+
+Epoch 1 downloads web-like images from nginx into a fresh cache directory;
+nginx is then stopped, and epoch 2 must complete from the cache with zero
+network requests (any request would fail and be counted).  Epoch 2's
+images/s is compared with the decode ceiling (the same decode + resize on
+the bytes in memory), measured alternately in the same run.  Prints a
+markdown table and writes benchmarks/results/cache.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import tensorflow as tf
+
+import tfeed
+from tfeed.testing import NginxServer, web_like_corpus, write_images
+
+
+def images_per_s(dataset) -> float:
+    start, count = time.perf_counter(), 0
+    for batch in dataset:
+        images = batch[0] if isinstance(batch, tuple) else batch
+        count += int(images.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def ceiling_dataset(bodies, size):
+    return (tf.data.Dataset.from_tensor_slices(bodies)
+            .map(lambda body: tfeed.resize_image(tfeed.decode_image(body), size),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(32).prefetch(tf.data.AUTOTUNE))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3, help="cached epochs / ceiling runs, alternated")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cache.json"))
+    args = parser.parse_args(argv)
+    size = (args.size, args.size)
+
+    corpus = web_like_corpus(args.images, seed=0)
+    bodies = [corpus[name] for name in sorted(corpus)]
+    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as cache_dir:
+        write_images(corpus, root)
+        server = NginxServer(root)
+        server.start()
+        pairs = [(server.url(name), 0) for name in sorted(corpus)]
+        ds = tfeed.image_dataset_from_urls(pairs, image_size=size, batch_size=32, seed=0, cache_dir=cache_dir)
+        first = images_per_s(ds)
+        server.stop()
+        cached, ceiling = [], []
+        for _ in range(args.repeats):
+            ceiling.append(images_per_s(ceiling_dataset(bodies, size)))
+            cached.append(images_per_s(ds))
+        snap = ds.stats.snapshot()
+    result = {
+        "images": args.images, "image_size": args.size,
+        "epoch1_network_images_per_s": first,
+        "cached_images_per_s": cached, "ceiling_images_per_s": ceiling,
+        "ratio_median": statistics.median(c / d for c, d in zip(cached, ceiling)),
+        "failed": snap["failed"], "cache_hits": snap["cache_hits"],
+        "network_requests_after_stop": snap["failed"],  # a request to the stopped server would fail
+    }
+    print("| run | images/s | ratio to ceiling |\n|---|---:|---:|")
+    print(f"| epoch 1 (nginx, 0 ms) | {first:.0f} | {first / statistics.median(ceiling):.2f} |")
+    for i, (c, d) in enumerate(zip(cached, ceiling)):
+        print(f"| cached epoch {i + 2} / ceiling | {c:.0f} / {d:.0f} | {c / d:.2f} |")
+    print(f"\nmedian ratio {result['ratio_median']:.2f}; cache hits {snap['cache_hits']}; "
+          f"failures after the server stopped: {snap['failed']}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    return 0 if snap["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
