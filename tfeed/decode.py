@@ -7,7 +7,7 @@ formats arrive already transcoded to PNG by the fetch stage.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import os
 
@@ -71,11 +71,16 @@ def resize_image(image: tf.Tensor, image_size: Sequence[int], *, interpolation: 
 def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bilinear",
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
            skip_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
-           deterministic: bool = False) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None
+           ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
     [height, width, 3], *rest)`` with values in 0-255.
+
+    ``decoder``: ``fn(body, *rest) -> image`` used instead of decode + resize
+    (a :class:`tfeed.augment.Recipe` that crops while decoding); the resize
+    options are then unused.
 
     ``skip_errors=True``: an undecodable body is dropped (the pipeline counts
     it as ``decode_error``).  Each element is decoded inside its own
@@ -89,6 +94,8 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
         raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
 
     def decode_one(body, *rest):
+        if decoder is not None:
+            return (decoder(body, *rest), *rest)
         image = resize_image(decode_image(body), image_size, interpolation=interpolation,
                              crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
         return (image, *rest)

@@ -13,9 +13,10 @@ from typing import Callable, Optional, Sequence, Union
 import tensorflow as tf
 
 from tfeed.accounting import account
+from tfeed.augment.stage import plan as plan_augment
 from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig, check_choice
-from tfeed.decode import check_image_size, decode
+from tfeed.decode import decode
 from tfeed.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.fetch import fetch
@@ -35,7 +36,7 @@ def image_dataset_from_urls(
         label_mode: Optional[str] = "int",
         class_names: Optional[Sequence[str]] = None,
         batch_size: Optional[int] = 32,
-        image_size: Sequence[int] = (256, 256),
+        image_size: Optional[Sequence[int]] = None,
         shuffle: bool = True,
         seed: Optional[int] = None,
         validation_split: Optional[float] = None,
@@ -74,14 +75,20 @@ def image_dataset_from_urls(
       class_names: the classes in index order; default: sorted string labels,
         or ``"0".."max"`` for integer labels.
       batch_size: examples per batch; ``None`` yields single examples.
-      image_size: ``(height, width)`` of the float32 images (values 0-255).
+      image_size: ``(height, width)`` of the float32 images (values 0-255);
+        default ``(256, 256)``, or the size a :class:`tfeed.augment.Recipe`
+        makes (a different explicit size is then a ValueError).
       shuffle / seed: reshuffle each epoch, reproducibly from ``seed``.
       validation_split / subset: fraction held out, split deterministically by
         ``hash(seed, url)``; ``subset`` is ``"training"``, ``"validation"`` or
         ``"both"`` (returns a ``(training, validation)`` tuple).
       interpolation / crop_to_aspect_ratio / pad_to_aspect_ratio: as in Keras.
-      augment: ``fn(image, label) -> (image, label)`` of graph ops, run after
-        resizing, before batching.
+      augment: a :mod:`tfeed.augment` preset or other Recipe (replaces decode
+        + resize: e.g. ``imagenet_train(224)`` decodes only its JPEG crop), a
+        tfeed.augment op (run after resizing), or any ``fn(image, label) ->
+        (image, label)`` of graph ops (run after resizing), before batching.
+        tfeed.augment ops draw from ``seed``, the epoch and the URL: the same
+        seed gives the same augmented stream, each epoch new draws.
       url_column / label_column: column names in CSV, TSV, JSONL and Parquet.
       num_shards / shard_index / input_context: keep one shard of the URLs
         for multi-worker input; an ``InputContext`` sets both and the
@@ -115,7 +122,6 @@ def image_dataset_from_urls(
       ValueError / TypeError for invalid arguments (checked before any
       download); FileNotFoundError for a missing URL list.
     """
-    check_image_size(image_size)
     check_choice("label_mode", label_mode, LABEL_MODES)
     resolve_policy(on_error)
     if batch_size is not None and int(batch_size) < 1:
@@ -126,6 +132,9 @@ def image_dataset_from_urls(
             batch_size = input_context.get_per_replica_batch_size(batch_size)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
+    augmentation = plan_augment(augment, image_size, seed, deterministic=deterministic,
+                                crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
+    image_size = augmentation.image_size
     subsets = ("training", "validation") if subset == "both" else (subset,)
     selections = [Selection(validation_split, name, seed, num_shards, shard_index) for name in subsets]
 
@@ -148,21 +157,22 @@ def image_dataset_from_urls(
     datasets = []
     for selection in selections:
         stats = Stats()
+        generator_resume = resume_from if selection.subset != "validation" else None
         generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
-                                 shuffle_buffer_size=shuffle_buffer_size,
-                                 resume_from=resume_from if selection.subset != "validation" else None)
+                                 shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
         engine = FetchEngine(fetch_config or FetchConfig(), stats, seed=seed, cache=cache)
         if progress:
             ProgressBar(stats, desc=selection.subset or "tfeed")
+        first_epoch = generator_resume.epoch if generator_resume is not None else 0
         dataset = (url_dataset(generator)
                    .apply(fetch(engine, on_error=on_error, deterministic=deterministic))
+                   .apply(augmentation.keys(first_epoch))
                    .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
                                  pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
-                                 num_parallel_calls=num_parallel_calls, deterministic=deterministic))
-                   .apply(encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1))))
-        if augment is not None:
-            dataset = dataset.map(lambda image, label, url: (*augment(image, label), url),
-                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+                                 num_parallel_calls=num_parallel_calls, deterministic=deterministic,
+                                 decoder=augmentation.decoder))
+                   .apply(encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1)))
+                   .apply(augmentation.apply))
         if label_mode is None:
             dataset = dataset.map(lambda image, label, url: (image, url))
         if batch_size is not None:

@@ -74,15 +74,17 @@ def epoch_numbers(counter: Callable[[], int]) -> tf.data.Dataset:
     return once.flat_map(lambda epoch: tf.data.Dataset.from_tensors(epoch).repeat())
 
 
-def element_keys(seed: int, url_index: int = -1) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
+                 ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply`` that appends
     each element's key: ``(*element)`` becomes ``(*element, key: int64 [2])``,
     with the URL read from ``element[url_index]`` (a string scalar).
 
-    Each new iterator over the result counts as the next epoch (0, 1, ...).
+    Each new iterator over the result counts as the next epoch
+    (``first_epoch``, then +1 each time; a resumed run passes its epoch).
     """
     seed = int(seed)
-    counter = itertools.count()
+    counter = itertools.count(int(first_epoch))
 
     def add_key(element, epoch):
         return (*element, element_key(seed, epoch, element[url_index]))
