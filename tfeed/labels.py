@@ -37,4 +37,4 @@ def encode_labels(label_mode: Optional[str], num_classes: int) -> Callable[[tf.d
             label = tf.reshape(tf.cast(index, tf.float32), [1])
         return (image, label, *rest)
 
-    return lambda dataset: dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return lambda dataset: dataset.map(encode)
