@@ -1,0 +1,417 @@
+"""The native fetch op (tfeed.native) against real local servers: bytes,
+every failure reason, retries, deadlines, size cap, gzip, redirects,
+keep-alive and per-host limits, latency hiding, the stages, the build and
+the fallback when the op cannot be built."""
+
+from __future__ import annotations
+
+import fcntl
+import http.server
+import itertools
+import os
+import socketserver
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfeed
+from tfeed import native
+from tfeed.native import build as native_build
+from tfeed.native.stage import fetch_kwargs, fetch_native, fetch_native_graph
+from tfeed.testing import ImageServer
+
+FAST = tfeed.FetchConfig(retries=2, backoff=0.01, max_backoff=0.05, deadline=10, read_timeout=5)
+_unique = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def ops():
+    """The loaded op; skipped only when g++ or libcurl's headers are absent."""
+    try:
+        native_build.build()
+    except native_build.BuildError as exc:
+        if exc.missing is not None:
+            pytest.skip(f"native op cannot be built here: {exc}")
+        raise
+    module = native.load()
+    assert module is not None
+    return module
+
+
+@pytest.fixture(scope="module")
+def jpg(small_images):
+    return sorted(n for n in small_images if n.endswith(".jpg"))[0]
+
+
+def fetch(ops, urls, config=FAST, **attrs):
+    """Run the op once; returns a list of (body, reason, attempts, detail)."""
+    kwargs = {**fetch_kwargs(config), **attrs}
+    bodies, reasons, attempts, details = ops.tfeed_fetch(tf.constant(urls, tf.string), **kwargs)
+    return [(b, r.decode(), int(a), d.decode())
+            for b, r, a, d in zip(bodies.numpy(), reasons.numpy(), attempts.numpy(), details.numpy())]
+
+
+def fresh(server, name, **faults):
+    """A URL no other test requested (``fail=K`` counts per exact URL)."""
+    return server.url(name, n=next(_unique), **faults)
+
+
+# -- bytes ---------------------------------------------------------------------
+
+def test_bodies_equal_served_bytes(ops, server, small_images, photos):
+    names = sorted(small_images) + sorted(photos)
+    results = fetch(ops, [server.url(name) for name in names])
+    served = {**small_images, **photos}
+    for name, (body, reason, attempts, detail) in zip(names, results):
+        assert (reason, attempts, detail) == ("", 1, "")
+        assert body == served[name]
+
+
+def test_gzip_is_decoded(ops, server, jpg, small_images):
+    [(body, reason, _, _)] = fetch(ops, [server.url(jpg, gzip=1)])
+    assert reason == ""
+    assert body == small_images[jpg]
+
+
+def test_corrupt_image_passes_as_bytes(ops, server, jpg):
+    """The op only sniffs magic bytes; decoding (and decode_error) is the decode stage's job."""
+    [(body, reason, _, _)] = fetch(ops, [server.url(jpg, corrupt=1)])
+    assert reason == "" and body[:3] == b"\xff\xd8\xff"
+
+
+# -- failure reasons -------------------------------------------------------------
+
+@pytest.mark.parametrize("faults,reason", [
+    ({"status": 404}, "http_404"), ({"status": 410}, "http_410"), ({"status": 503}, "http_5xx"),
+    ({"status": 500}, "http_5xx"), ({"html": 1}, "not_image"), ({"status": 204}, "not_image"),
+    ({"truncate": 0.5}, "truncated"), ({"redirect": 9}, "too_many_redirects"),
+])
+def test_failure_reasons(ops, server, jpg, faults, reason):
+    [(body, got, _, detail)] = fetch(ops, [fresh(server, jpg, **faults)])
+    assert (body, got) == (b"", reason)
+    assert detail
+
+
+def test_invalid_and_unreachable_urls(ops):
+    closed = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    port = closed.server_address[1]
+    closed.server_close()
+    urls = ["ftp://example.com/a.jpg", "not a url", "", f"http://127.0.0.1:{port}/a.jpg", "http://nothing.invalid/a.jpg"]
+    reasons = [r for _, r, _, _ in fetch(ops, urls, FAST.replace(retries=0))]
+    assert reasons == ["invalid_url", "invalid_url", "invalid_url", "connection", "dns"]
+
+
+def test_not_image_detail_shows_the_body(ops, server, jpg):
+    [(_, reason, _, detail)] = fetch(ops, [server.url(jpg, html=1)])
+    assert reason == "not_image" and "<html>" in detail
+
+
+# -- retries, Retry-After, deadlines -----------------------------------------------
+
+def test_5xx_is_retried_until_success(ops, server, jpg, small_images):
+    [(body, reason, attempts, _)] = fetch(ops, [fresh(server, jpg, fail=2)])
+    assert (reason, attempts) == ("", 3)
+    assert body == small_images[jpg]
+
+
+def test_4xx_is_not_retried_but_429_is(ops, server, jpg):
+    results = fetch(ops, [fresh(server, jpg, status=404), fresh(server, jpg, fail=1, fail_status=429)])
+    assert [(r, a) for _, r, a, _ in results] == [("http_404", 1), ("", 2)]
+
+
+def test_retry_after_is_honoured(ops, server, jpg):
+    start = time.monotonic()
+    [(_, reason, attempts, _)] = fetch(ops, [fresh(server, jpg, fail=1, retry_after=1)])
+    elapsed = time.monotonic() - start
+    assert (reason, attempts) == ("", 2)
+    assert 1.0 <= elapsed < 4.0  # backoff alone would be 0.01 s
+
+
+def test_retries_stop_at_the_limit(ops, server, jpg):
+    [(_, reason, attempts, _)] = fetch(ops, [fresh(server, jpg, status=503)], FAST.replace(retries=3))
+    assert (reason, attempts) == ("http_5xx", 4)
+
+
+def test_deadline_bounds_a_hanging_server(ops, server, jpg):
+    config = FAST.replace(deadline=1.0, read_timeout=30)
+    start = time.monotonic()
+    [(_, reason, _, detail)] = fetch(ops, [server.url(jpg, hang=1)], config)
+    elapsed = time.monotonic() - start
+    assert reason == "timeout" and "deadline" in detail
+    assert 0.9 <= elapsed < 2.5
+
+
+def test_read_timeout_aborts_and_retries(ops, server, jpg):
+    config = FAST.replace(read_timeout=0.3, retries=1, deadline=10)
+    start = time.monotonic()
+    [(_, reason, attempts, _)] = fetch(ops, [server.url(jpg, hang=1)], config)
+    elapsed = time.monotonic() - start
+    assert (reason, attempts) == ("timeout", 2)
+    assert 0.55 <= elapsed < 2.5
+
+
+def test_drip_feed_is_cut_at_the_deadline(ops, server):
+    config = FAST.replace(deadline=1.0, read_timeout=0.5)
+    start = time.monotonic()
+    [(_, reason, _, _)] = fetch(ops, [server.url("blob", size=100_000, drip=0.05, chunk=64)], config)
+    assert reason == "timeout"
+    assert time.monotonic() - start < 2.5
+
+
+def test_slow_but_steady_body_arrives(ops, server, jpg, small_images):
+    [(body, reason, _, _)] = fetch(ops, [server.url(jpg, drip=0.01, chunk=max(1, len(small_images[jpg]) // 20))],
+                                   FAST.replace(read_timeout=0.5))
+    assert reason == "" and body == small_images[jpg]
+
+
+# -- size cap, redirects -----------------------------------------------------------
+
+def test_size_cap(ops, server):
+    config = FAST.replace(max_bytes=10_000)
+    results = fetch(ops, [server.url("blob", size=10_000), server.url("blob", size=10_001),
+                          server.url("blob", size=200_000, gzip=1)], config)
+    assert [(len(b), r) for b, r, _, _ in results] == [(10_000, ""), (0, "too_large"), (0, "too_large")]
+    assert "Content-Length" in results[1][3]  # refused before the body was read
+
+
+def test_redirects_are_followed_up_to_the_limit(ops, server, jpg, small_images):
+    config = FAST.replace(max_redirects=3)
+    results = fetch(ops, [server.url(jpg, redirect=3), server.url(jpg, redirect=4)], config)
+    assert results[0][:2] == (small_images[jpg], "")
+    assert results[1][1] == "too_many_redirects"
+
+
+# -- formats that need transcoding, local files ---------------------------------------
+
+@pytest.fixture(scope="module")
+def tiff_server():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ok, tiff = cv2.imencode(".tiff", image)
+    assert ok
+    with ImageServer({"a.tif": tiff.tobytes(), "junk.tif": b"II*\x00" + b"\x00" * 64}) as srv:
+        yield srv, image
+
+
+def test_tiff_is_transcoded_by_the_stage_and_refused_in_graph_mode(ops, tiff_server):
+    srv, image = tiff_server
+    ds = tf.data.Dataset.from_tensor_slices(([srv.url("a.tif"), srv.url("junk.tif")], [0, 1]))
+    stats = tfeed.Stats()
+    [(body, label, _)] = list(ds.apply(fetch_native(FAST, stats)))
+    decoded = tf.io.decode_png(body, channels=3).numpy()
+    assert np.array_equal(decoded, image[..., ::-1]) and int(label) == 0  # OpenCV arrays are BGR
+    assert stats.snapshot()["failures"] == {"decode_error": 1}
+    graph = list(ds.apply(fetch_native_graph(FAST, deterministic=True)))
+    assert [r.numpy() for *_, r in graph] == [b"decode_error", b"decode_error"]
+
+
+def test_local_files(ops, tmp_path, small_images, jpg):
+    path = tmp_path / "a b.jpg"
+    path.write_bytes(small_images[jpg])
+    config = FAST.replace(schemes=("http", "https", "file"))
+    results = fetch(ops, [str(path), "file://" + str(path).replace(" ", "%20"), str(tmp_path / "missing.jpg")], config)
+    assert [(b == small_images[jpg], r) for b, r, _, _ in results] == [(True, ""), (True, ""), (False, "read_error")]
+    assert fetch(ops, [str(path)])[0][1] == "invalid_url"  # "file" not in the default schemes
+
+
+def test_stage_refuses_schemes_the_op_cannot_read(ops):
+    with pytest.raises(ValueError, match="gs"):
+        fetch_native(FAST.replace(schemes=("http", "gs")), tfeed.Stats())
+
+
+# -- connections -------------------------------------------------------------------
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = b"\xff\xd8\xff\xe0" + bytes(2000)
+
+    def setup(self):
+        super().setup()
+        server = self.server
+        with server.lock:
+            server.connections += 1
+            server.open += 1
+            server.peak = max(server.peak, server.open)
+
+    def finish(self):
+        super().finish()
+        with self.server.lock:
+            self.server.open -= 1
+
+    def do_GET(self):
+        time.sleep(0.02)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def counting_server():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CountingHandler)
+    server.daemon_threads = True
+    server.lock, server.connections, server.open, server.peak = threading.Lock(), 0, 0, 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_keep_alive_and_per_host_limit(ops, counting_server):
+    server, base = counting_server
+    config = FAST.replace(connections_per_host=4)
+    for round_ in range(3):
+        results = fetch(ops, [f"{base}{round_}-{i}.jpg" for i in range(32)], config)
+        assert all(r == "" for _, r, _, _ in results)
+    assert server.peak <= 4
+    assert server.connections <= 4  # 96 requests over the same kept-alive connections
+
+
+# -- latency hiding, stages ----------------------------------------------------------
+
+def test_500_urls_at_100ms_latency_overlap(ops, small_images):
+    with ImageServer(small_images, latency=0.1) as slow:
+        names = sorted(small_images)
+        urls = [slow.url(names[i % len(names)], i=i) for i in range(500)]
+        ds = tf.data.Dataset.from_tensor_slices((urls, tf.range(500, dtype=tf.int64)))
+        stats = tfeed.Stats()
+        start = time.monotonic()
+        labels = sorted(int(label) for _, label, _ in ds.apply(fetch_native(tfeed.FetchConfig(), stats)))
+        elapsed = time.monotonic() - start
+    assert labels == list(range(500))
+    assert elapsed < 10, f"500 URLs at 100 ms took {elapsed:.1f}s (serially: 50 s)"
+
+
+def test_stage_contract_and_stats(ops, server, small_images, jpg):
+    names = sorted(small_images)[:10]
+    good = [server.url(name) for name in names]
+    bad = [fresh(server, jpg, status=404), fresh(server, jpg, html=1), fresh(server, jpg, fail=1)]
+    urls = good + bad
+    ds = tf.data.Dataset.from_tensor_slices((urls, tf.range(len(urls), dtype=tf.int64)))
+    stats = tfeed.Stats()
+    out = list(ds.apply(fetch_native(FAST, stats, deterministic=True, group_size=4)))
+    assert [int(label) for _, label, _ in out] == list(range(10)) + [12]
+    assert [body.numpy() for body, _, _ in out[:10]] == [small_images[n] for n in names]
+    assert [url.numpy().decode() for _, _, url in out] == good + [bad[2]]
+    snap = stats.snapshot()
+    assert snap["failures"] == {"http_404": 1, "not_image": 1}
+    assert snap["retries"] == 1 and snap["fetched"] == 11
+    assert {f.url for f in stats.failed_urls()} == set(bad[:2])
+
+
+def test_stage_takes_groups(ops, server, small_images):
+    names = sorted(small_images)[:6]
+    groups = tf.data.Dataset.from_tensor_slices(([server.url(n) for n in names], tf.range(6, dtype=tf.int64))).batch(4)
+    out = list(groups.apply(fetch_native(FAST, tfeed.Stats())))
+    assert sorted(int(label) for _, label, _ in out) == list(range(6))
+
+
+def test_error_policies(ops, server, jpg):
+    ds = tf.data.Dataset.from_tensor_slices(([server.url(jpg), server.url(jpg, status=404)], [0, 1]))
+    seen = []
+    list(ds.apply(fetch_native(FAST, tfeed.Stats(), on_error=seen.append)))
+    assert [(f.reason, f.url) for f in seen] == [("http_404", server.url(jpg, status=404))]
+    with pytest.raises(Exception, match="http_404"):
+        list(ds.apply(fetch_native(FAST, tfeed.Stats(), on_error="raise")))
+
+
+def test_graph_stage_has_no_python_and_keeps_failures(ops, server, jpg, small_images):
+    urls = [server.url(jpg), server.url(jpg, status=404)]
+    ds = tf.data.Dataset.from_tensor_slices((urls, [0, 1])).apply(fetch_native_graph(FAST, deterministic=True))
+    graph = ds._as_serialized_graph().numpy()
+    assert b"PyFunc" not in graph
+    out = [(b.numpy(), int(l), u.numpy().decode(), r.numpy()) for b, l, u, r in ds]
+    assert out == [(small_images[jpg], 0, urls[0], b""), (b"", 1, urls[1], b"http_404")]
+
+
+def test_abandoned_iterator_does_not_wait_for_the_deadline(ops, server, jpg):
+    config = FAST.replace(deadline=60, read_timeout=60)
+    urls = [server.url(jpg)] + [server.url(jpg, hang=1, i=i) for i in range(31)]
+    ds = tf.data.Dataset.from_tensor_slices((urls, tf.range(32, dtype=tf.int64)))
+    iterator = iter(ds.apply(fetch_native(config, tfeed.Stats(), group_size=1)))
+    next(iterator)
+    start = time.monotonic()
+    del iterator  # cancels the 31 hanging transfers
+    assert time.monotonic() - start < 5
+
+
+def test_concurrent_callers(ops, server, small_images):
+    names = sorted(small_images)
+    results = {}
+
+    def worker(k):
+        results[k] = fetch(ops, [server.url(names[(k + i) % len(names)]) for i in range(20)])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k, got in results.items():
+        assert [b for b, _, _, _ in got] == [small_images[names[(k + i) % len(names)]] for i in range(20)]
+
+
+# -- build and fallback ----------------------------------------------------------------
+
+def test_build_reports_a_missing_compiler(tmp_path):
+    with pytest.raises(native_build.BuildError, match="apt-get install") as info:
+        native_build.build(tmp_path, compiler=str(tmp_path / "no-such-g++"))
+    assert info.value.missing == "compiler"
+
+
+def test_build_reports_missing_curl_headers(tmp_path):
+    fake = tmp_path / "fake-g++"
+    fake.write_text("#!/bin/sh\necho 'fetch_op.cc:1:10: fatal error: curl/curl.h: No such file or directory' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(native_build.BuildError, match="libcurl4-openssl-dev") as info:
+        native_build.build(tmp_path, compiler=str(fake))
+    assert info.value.missing == "libcurl headers"
+
+
+def test_build_waits_for_another_builder(tmp_path):
+    """A second process finds the library the first one built under the lock."""
+    target = native_build.library_path(tmp_path)
+    target.parent.mkdir(parents=True)
+    result = {}
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder = threading.Thread(target=lambda: result.update(path=native_build.build(tmp_path)))
+        builder.start()
+        time.sleep(0.3)
+        assert builder.is_alive()  # blocked on the lock, not compiling
+        target.write_bytes(b"built by the other process")
+    builder.join(timeout=30)
+    assert result["path"] == target and target.read_bytes() == b"built by the other process"
+
+
+def test_fallback_warns_once_and_never_breaks_import(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            import tfeed, tfeed.native
+            assert os.listdir({str(tmp_path)!r}) == [], "import built something"
+            first = tfeed.native.load({str(tmp_path)!r}, compiler="/nonexistent/g++")
+            second = tfeed.native.load({str(tmp_path)!r}, compiler="/nonexistent/g++")
+            available = tfeed.native.available({str(tmp_path)!r}, compiler="/nonexistent/g++")
+        mine = [w for w in caught if issubclass(w.category, tfeed.native.NativeUnavailableWarning)]
+        assert first is None and second is None and available is False
+        assert len(mine) == 1, [str(w.message) for w in mine]
+        assert "apt-get install g++ libcurl4-openssl-dev" in str(mine[0].message)
+        print("OK")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]

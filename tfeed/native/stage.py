@@ -1,0 +1,174 @@
+"""Fetch stages built on the native op: the same contract as :func:`tfeed.fetch.fetch`.
+
+The shape is the tf.data tutorial's ``map(fetch)``, with the network work moved
+out of tf.data's threads::
+
+    (url, label) --batch(group_size)--> map(TfeedFetch, num_parallel_calls=max_in_flight/group_size)
+        --map(record: stats + error policy)--> filter failures --unbatch--> (body, label, url)
+
+``TfeedFetch`` is an async kernel: it hands its URLs to the process-wide
+libcurl loop and returns at once, so ``max_in_flight / group_size`` groups are
+in flight while tf.data's threads are free for decoding.  The ``record`` step
+is a light ``py_function`` per group (counters only; bodies cross into Python
+only for the rare TIFF/JPEG 2000/PNM that must be transcoded).
+
+:func:`fetch_native_graph` is the same fetch without any ``py_function``: it
+keeps failures, with their reason, for pipelines that run where Python cannot
+(tf.data service workers); the caller counts the reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfeed import errors, sniff
+from tfeed.config import FetchConfig
+from tfeed.errors import ErrorPolicy, resolve_policy
+from tfeed.stats import Stats
+
+DEFAULT_GROUP_SIZE = 16
+NATIVE_SCHEMES = ("http", "https", "file")
+
+
+def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "skip", deterministic: bool = False,
+                 group_size: int = DEFAULT_GROUP_SIZE, num_parallel_calls: Optional[int] = None,
+                 ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
+
+    Input elements: ``(url: tf.string [], label: tf.int64 [])`` or groups of
+    them as vectors ``[n]``.  Output: ``(body, label, url)`` for each URL that
+    downloaded as an image; failures are counted in ``stats``, handed to
+    ``on_error`` and dropped.  ``num_parallel_calls`` groups are fetched at
+    once (default ``ceil(config.max_in_flight / group_size)``).  ``ops`` is
+    the loaded op module (default :func:`tfeed.native.load`).
+
+    Raises ValueError for schemes the op does not read (use
+    :func:`tfeed.fetch.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
+    and RuntimeError when the op is unavailable.
+    """
+    handle = resolve_policy(on_error)
+    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=True)
+    ordered = bool(deterministic)
+
+    def record(urls, reasons, attempts, details, sizes):
+        retried = 0
+        keep = []
+        for url, reason, tries, detail, size in zip(urls.numpy(), reasons.numpy(), attempts.numpy(),
+                                                    details.numpy(), sizes.numpy()):
+            retried += max(int(tries) - 1, 0)
+            if reason:
+                failure = errors.Failure(url.decode(errors="replace"), reason.decode(), detail.decode(errors="replace"))
+                stats.record_failure(failure)
+                handle(failure)
+                keep.append(False)
+            else:
+                stats.record_fetched(url.decode(errors="replace"), int(size))
+                keep.append(True)
+        stats.record_retries(retried)
+        return np.array(keep, dtype=bool)
+
+    def record_op(bodies, labels, urls, reasons, attempts, details):
+        bodies, reasons, details = _transcode_rare(bodies, reasons, details)
+        keep = tf.py_function(record, [urls, reasons, attempts, details, tf.strings.length(bodies)], tf.bool,
+                              name="tfeed_native_record")
+        keep = tf.ensure_shape(keep, [None])
+        return tuple(tf.boolean_mask(t, keep) for t in (bodies, labels, urls))
+
+    def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        fetched = _grouped(dataset, group_size).map(fetch_group, num_parallel_calls=calls, deterministic=ordered)
+        return fetched.map(record_op).unbatch()
+
+    return apply
+
+
+def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, group_size: int = DEFAULT_GROUP_SIZE,
+                       num_parallel_calls: Optional[int] = None, ops=None
+                       ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Like :func:`fetch_native`, in graph ops only (no ``py_function``).
+
+    Output elements: ``(body, label, url, reason)``, one per input URL:
+    ``reason`` is ``b""`` for an image, else the failure reason (``body`` is
+    then ``b""``).  Nothing is counted or dropped here: count and filter
+    ``reason`` downstream.  Formats that need transcoding (TIFF, JPEG 2000,
+    PNM) count as ``decode_error``, as transcoding needs Python.
+    """
+    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False)
+
+    def keep_reason(bodies, labels, urls, reasons, attempts, details):
+        del attempts, details
+        return bodies, labels, urls, reasons
+
+    def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        fetched = _grouped(dataset, group_size).map(fetch_group, num_parallel_calls=calls,
+                                                    deterministic=bool(deterministic))
+        return fetched.map(keep_reason).unbatch()
+
+    return apply
+
+
+def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False) -> dict:
+    """The op's attributes for ``config`` (``ops.tfeed_fetch(urls, **fetch_kwargs(config))``)."""
+    unsupported = [s for s in config.schemes if s.lower() not in NATIVE_SCHEMES]
+    if unsupported:
+        raise ValueError(f"the native fetch op reads {NATIVE_SCHEMES}, not {tuple(unsupported)}; "
+                         "use tfeed.fetch.fetch (the Python engine) for those schemes")
+    return dict(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, deadline=config.deadline,
+                retries=config.retries, backoff=config.backoff, max_backoff=config.max_backoff,
+                max_redirects=config.max_redirects, max_bytes=config.max_bytes, max_in_flight=config.max_in_flight,
+                connections_per_host=config.connections_per_host, dns_cache_ttl=config.dns_cache_ttl,
+                schemes=[s.lower() for s in config.schemes], trust_env=config.trust_env,
+                user_agent=config.user_agent, pass_transcodable=pass_transcodable)
+
+
+def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable):
+    if group_size < 1 or (num_parallel_calls is not None and num_parallel_calls < 1):
+        raise ValueError(f"group_size and num_parallel_calls must be >= 1, got {group_size}, {num_parallel_calls}")
+    attrs = fetch_kwargs(config, pass_transcodable)
+    if ops is None:
+        from tfeed import native
+
+        ops = native.load()
+        if ops is None:
+            raise RuntimeError("the native fetch op is unavailable (see the warning above); "
+                               "use tfeed.fetch.fetch, or check tfeed.native.available() first")
+    calls = num_parallel_calls or max(1, math.ceil(config.max_in_flight / group_size))
+
+    def fetch_group(urls, labels):
+        bodies, reasons, attempts, details = ops.tfeed_fetch(urls, **attrs)
+        return bodies, labels, urls, reasons, attempts, details
+
+    return fetch_group, calls
+
+
+def _grouped(dataset: tf.data.Dataset, group_size: int) -> tf.data.Dataset:
+    return dataset.batch(group_size) if dataset.element_spec[0].shape.rank == 0 else dataset
+
+
+def _transcode_rare(bodies, reasons, details):
+    """PNG-transcode the bodies the op flagged (success with a format detail);
+    a body OpenCV cannot read becomes a ``decode_error``."""
+    flagged = tf.logical_and(tf.equal(reasons, ""), tf.not_equal(details, ""))
+
+    def transcode(bodies, reasons, details):
+        out_bodies, out_reasons, out_details = [], [], []
+        for body, reason, detail in zip(bodies.numpy(), reasons.numpy(), details.numpy()):
+            if not reason and detail:
+                png = sniff.transcode_to_png(body)
+                if png is None:
+                    body, reason, detail = b"", errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail
+                else:
+                    body, detail = png, b""
+            out_bodies.append(body)
+            out_reasons.append(reason)
+            out_details.append(detail)
+        return out_bodies, out_reasons, out_details
+
+    def run():
+        out = tf.py_function(transcode, [bodies, reasons, details], [tf.string] * 3, name="tfeed_native_transcode")
+        return tuple(tf.ensure_shape(t, [None]) for t in out)
+
+    return tf.cond(tf.reduce_any(flagged), run, lambda: (bodies, reasons, details))
