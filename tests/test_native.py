@@ -415,3 +415,17 @@ def test_fallback_warns_once_and_never_breaks_import(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
+def test_graph_stage_runs_on_a_tf_data_service_worker(ops, server, jpg, small_images):
+    dispatcher = tf.data.experimental.service.DispatchServer()
+    address = dispatcher.target.split("://")[1]
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(dispatcher_address=address))
+    urls = [server.url(jpg, i=i) for i in range(40)] + [server.url(jpg, status=404)]
+    ds = tf.data.Dataset.from_tensor_slices((urls, tf.range(41, dtype=tf.int64))).apply(fetch_native_graph(FAST))
+    ds = ds.apply(tf.data.experimental.service.distribute("distributed_epoch", dispatcher.target))
+    out = sorted((int(label), reason.numpy(), body.numpy() == small_images[jpg]) for body, label, _, reason in ds)
+    assert out == [(i, b"", True) for i in range(40)] + [(40, b"http_404", False)]
+    worker.stop()
+    dispatcher.stop()
