@@ -192,3 +192,23 @@ def test_abandoned_iterator_does_not_leak_into_next_epoch(rows, small_images):
     for _ in ds.take(3):
         pass
     assert sorted(_url_index(ds, small_images)) == list(range(len(rows)))
+
+
+def test_errors_of_earlier_stages_are_never_swallowed(server, small_images, tmp_path):
+    names = sorted(small_images)
+    pairs = [(server.url(n), "x") for n in names[:20]] + [(server.url("nope.jpg"), "x")]
+
+    def stop(failure):
+        raise KeyError(f"stop at {failure.reason}")
+
+    ds = tfeed.image_dataset_from_urls(pairs, image_size=SIZE, batch_size=4, on_error=stop)
+    with pytest.raises(tf.errors.OpError, match="stop at http_404"):
+        list(ds)
+    path = tmp_path / "urls.jsonl"
+    lines = [f'{{"url": "{server.url(n)}", "label": "x"}}' for n in names[:20]]
+    path.write_text("\n".join(lines[:10] + ["{broken"] + lines[10:]) + "\n")
+    with pytest.raises(ValueError, match="not JSON"):
+        tfeed.image_dataset_from_urls(str(path), image_size=SIZE)  # the class-name pass reads it all
+    ds = tfeed.image_dataset_from_urls(str(path), image_size=SIZE, class_names=["x"], batch_size=4)
+    with pytest.raises(tf.errors.OpError, match="not JSON"):
+        list(ds)

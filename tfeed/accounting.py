@@ -4,6 +4,9 @@ Placed after batching, it reads the URL column (dropping it) so that
 :class:`~tfeed.stats.Stats` knows which fetched images made it through
 decoding; after the last batch, an empty tail dataset calls
 :meth:`Stats.finish_epoch`, which counts the rest as ``decode_error``.
+
+Both places re-raise an error an earlier stage recorded with
+:meth:`Stats.fail`, so errors are never lost to ``ignore_errors`` upstream.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def account(stats: Stats) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     (a single value is unwrapped), unchanged otherwise."""
 
     def mark(urls):
+        stats.check()
         values = urls.numpy()
         stats.record_delivered([values.decode()] if isinstance(values, bytes) else [u.decode() for u in values])
         return True
@@ -43,6 +47,7 @@ def _epoch_end(stats: Stats, element_spec) -> tf.data.Dataset:
     """An empty dataset with ``element_spec`` that closes the epoch when reached."""
 
     def finish():
+        stats.check()
         stats.finish_epoch()
         return False
 

@@ -70,7 +70,7 @@ def resize_image(image: tf.Tensor, image_size: Sequence[int], *, interpolation: 
 
 def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bilinear",
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
-           skip_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
+           skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
            deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None
            ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
@@ -83,10 +83,14 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     options are then unused.
 
     ``skip_errors=True``: an undecodable body is dropped (the pipeline counts
-    it as ``decode_error``).  Each element is decoded inside its own
-    ``interleave`` branch so that only decode errors are ignored -- errors from
-    earlier stages still reach the iterator.  ``False``: it raises
-    ``InvalidArgumentError`` in the iterator.
+    it as ``decode_error``).  With ``isolate_errors=True`` each element is
+    decoded inside its own ``interleave`` branch so that only decode errors
+    are ignored and errors from earlier stages still reach the iterator;
+    ``False`` uses ``map`` + ``ignore_errors`` (about 0.1 ms per image
+    cheaper), which also swallows earlier stages' errors -- only for
+    pipelines whose earlier stages report errors another way, as
+    :func:`tfeed.image_dataset_from_urls` does through its Stats.
+    ``skip_errors=False``: it raises ``InvalidArgumentError`` in the iterator.
     """
     check_image_size(image_size)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -105,9 +109,10 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
         return single.ignore_errors()
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        if not skip_errors:
-            return dataset.map(decode_one, num_parallel_calls=num_parallel_calls,
-                               deterministic=deterministic, name="tfeed_decode")
+        if not skip_errors or not isolate_errors:
+            decoded = dataset.map(decode_one, num_parallel_calls=num_parallel_calls,
+                                  deterministic=deterministic, name="tfeed_decode")
+            return decoded.ignore_errors() if skip_errors else decoded
         return dataset.interleave(decode_or_nothing, cycle_length=max(2, os.cpu_count() or 2) * 2,
                                   block_length=1, num_parallel_calls=num_parallel_calls,
                                   deterministic=deterministic, name="tfeed_decode")

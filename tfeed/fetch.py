@@ -50,10 +50,14 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
         return engine.submit(int(run), [u.decode() for u in urls.numpy()], labels.numpy().tolist(), ordered)
 
     def collect(ticket):
-        results = engine.collect(int(ticket))
-        for result in results:
-            if result.failure is not None:
-                handle(result.failure)
+        try:
+            results = engine.collect(int(ticket))
+            for result in results:
+                if result.failure is not None:
+                    handle(result.failure)
+        except Exception as exc:  # the policy raised, or the engine died
+            engine.stats.fail(exc)
+            raise
         return ([r.body or b"" for r in results], [r.label for r in results],
                 [r.url.encode() for r in results], [r.failure is None for r in results])
 

@@ -174,6 +174,7 @@ def image_dataset_from_urls(
                    .apply(augmentation.keys(first_epoch))
                    .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
                                  pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
+                                 isolate_errors=False,
                                  num_parallel_calls=num_parallel_calls or os.cpu_count() or 2,
                                  deterministic=deterministic, decoder=augmentation.decoder))
                    .apply(encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1)))

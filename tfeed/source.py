@@ -145,7 +145,8 @@ class UrlGenerator:
     over groups of ``(urls, class_indices)`` -- numpy vectors of up to
     ``group_size`` URLs, because each step of a Python generator costs tf.data
     ~0.1 ms of GIL time that is better spent once per group.  An error
-    reading the source is raised in the dataset's iterator."""
+    reading the source is raised in the dataset's iterator (and recorded with
+    :meth:`Stats.fail`)."""
 
     def __init__(self, factory: PairFactory, selection: Selection, label_index: Optional[LabelIndex],
                  stats: Stats, shuffle: bool, seed: int, shuffle_buffer_size: int, group_size: int = 16,
@@ -164,6 +165,13 @@ class UrlGenerator:
         pairs = self._selection.select(self._factory())
         if self._shuffle:
             pairs = shuffled(pairs, random.Random(f"{self._seed}:{epoch}"), self._buffer_size)
+        try:
+            yield from self._groups(pairs, skip)
+        except Exception as exc:  # also reported at the end of the epoch
+            self._stats.fail(exc)
+            raise
+
+    def _groups(self, pairs, skip) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         urls, labels = [], []
         for url, label in pairs:
             if skip is not None and url_key(url) in skip:

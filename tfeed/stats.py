@@ -35,6 +35,20 @@ class Stats:
         self._resumed_done = np.zeros(0, np.uint64)
         self._batches: List[np.ndarray] = []  # keys of delivered batches, in order
         self._listeners: List[Callable[[str, int], None]] = []
+        self._error: Optional[BaseException] = None
+
+    def fail(self, error: BaseException) -> None:
+        """A stage hit an error that must stop the epoch (an error policy that
+        raised, an unreadable source...).  :meth:`check` re-raises it."""
+        with self._lock:
+            if self._error is None:
+                self._error = error
+
+    def check(self) -> None:
+        """Raise the error recorded by :meth:`fail` in this epoch, if any."""
+        error = self._error
+        if error is not None:
+            raise error
 
     def add_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call ``listener("delivered", n)`` for each delivered batch of ``n``
@@ -88,6 +102,7 @@ class Stats:
         with self._lock:
             self._pending.clear()
             self._epoch = epoch
+            self._error = None
             self._resumed_done = np.zeros(0, np.uint64) if done is None else np.asarray(done, np.uint64)
             self._batches = []
 
