@@ -214,28 +214,32 @@ def failure_gallery(source, limit: int = 20):
     ``limit`` most recent failures (URL, reason, detail).  ``source`` is a
     :class:`tfeed.Stats`, a tfeed dataset, or a list of :class:`tfeed.Failure`."""
     counts, failures = _failures_of(source, limit)
-    rows = max(1, len(failures))
-    fig = _figure(11, 1.6 + 0.32 * max(len(counts), 1) + 0.28 * rows)
-    bars_ax, table_ax = fig.subplots(2, 1, height_ratios=[max(len(counts), 1) + 1, rows + 1])
     if not counts:
-        for ax in (bars_ax, table_ax):
-            ax.set_axis_off()
-        bars_ax.text(0.5, 0.5, "no failures", ha="center", va="center", fontsize=14)
+        fig = _figure(6, 1.5)
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no failures", ha="center", va="center", fontsize=14)
         return fig
+    bar_inches, table_inches = 0.9 + 0.3 * len(counts), 0.45 + 0.24 * (len(failures) + 1)
+    fig = _figure(11, bar_inches + table_inches)
+    bars_ax, table_ax = fig.subplots(2, 1, height_ratios=[bar_inches, table_inches])
     ordered = sorted(counts.items(), key=lambda kv: kv[1])
-    bars_ax.barh([reason for reason, _ in ordered], [count for _, count in ordered], color="#c0504d")
+    bars_ax.barh([reason for reason, _ in ordered], [count for _, count in ordered], height=0.6, color="#c0504d")
     for y, (_, count) in enumerate(ordered):
         bars_ax.text(count, y, f" {count}", va="center", fontsize=9)
+    bars_ax.xaxis.get_major_locator().set_params(integer=True)
     bars_ax.set_xlabel("failed URLs")
     bars_ax.set_title(f"{sum(counts.values())} failed URLs by reason")
     bars_ax.spines[["top", "right"]].set_visible(False)
     table_ax.set_axis_off()
     if failures:
-        cells = [[_short(f.url, 60), f.reason, _short(str(f.detail).replace("\n", " "), 50)] for f in failures]
-        table = table_ax.table(cellText=cells, colLabels=["url", "reason", "detail"], loc="upper center",
-                               cellLoc="left", colLoc="left", colWidths=[0.55, 0.13, 0.32])
+        cells = [[_short(f.url, 75), f.reason, _short(str(f.detail).replace("\n", " "), 55)] for f in failures]
+        table = table_ax.table(cellText=cells, colLabels=["url", "reason", "detail"], cellLoc="left",
+                               colLoc="left", colWidths=[0.5, 0.12, 0.38], bbox=[0, 0, 1, 1])
         table.auto_set_font_size(False)
         table.set_fontsize(8)
+        for cell in table.get_celld().values():
+            cell.PAD = 0.01
         table_ax.set_title(f"most recent {len(failures)} failures", fontsize=10)
     return fig
 

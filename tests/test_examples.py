@@ -1,0 +1,101 @@
+"""The examples run as users run them: real processes, servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+SERVICE_PORT = 5050
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_example(name, *args, timeout=180):
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *args], capture_output=True, text=True,
+                            timeout=timeout, env=env(), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_keras_fit_example_skips_and_counts_broken_urls(tmp_path):
+    result, summary = run_example("keras_fit.py", "--demo", "--demo-images", "150", "--epochs", "1",
+                                  "--failures", str(tmp_path / "failures.png"))
+    assert "classes: ['circle', 'square', 'triangle']" in result.stdout
+    assert summary["delivered"] > 100 and 0 <= summary["val_accuracy"] <= 1
+    # Four broken URLs; the validation split takes its share of them.
+    assert 1 <= summary["failed"] <= 4 and set(summary["failures"]) <= {"http_404", "truncated", "not_image"}
+    assert (tmp_path / "failures.png").stat().st_size > 1000
+
+
+def test_pytorch_example():
+    pytest.importorskip("torch")
+    result, summary = run_example("pytorch_mnist.py", "--demo", "--demo-images", "400", "--epochs", "1")
+    assert "validation accuracy" in result.stdout
+    assert summary["classes"] == [str(i) for i in range(10)] and summary["images_seen"] > 250
+
+
+# The driver runs inside the network namespace (when there is one): the sender and the receiver
+# are two separate processes that meet only through the tf.data service on loopback.
+DRIVER = r"""
+import json, subprocess, sys
+ip, python, sender, receiver, port = sys.argv[1:6]
+if ip != "-":
+    subprocess.run([ip, "link", "set", "lo", "up"], check=True)
+send = subprocess.Popen([python, sender, "--demo", "--demo-images", "320", "--port", port],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+try:
+    receive = subprocess.run([python, receiver, "grpc://localhost:" + port, "--batches", "12", "--timeout", "60"],
+                             capture_output=True, text=True, timeout=200)
+finally:
+    send.terminate()
+    send_out, send_err = send.communicate(timeout=60)
+print(json.dumps({"receiver": [receive.returncode, receive.stdout, receive.stderr[-2000:]],
+                  "sender": [send.returncode, send_out, send_err[-2000:]]}))
+"""
+
+
+def _private_network():
+    """``unshare -rn`` (a user + network namespace with only loopback) if this machine allows it:
+    tf.data service servers listen on every interface, and inside it every interface is loopback."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip") or "/usr/sbin/ip"
+    if unshare and os.path.exists(ip):
+        probe = subprocess.run([unshare, "-rn", ip, "link", "set", "lo", "up"], capture_output=True)
+        if probe.returncode == 0:
+            return [unshare, "-rn"], ip
+    return [], "-"
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_distributed_sender_and_receiver_move_images_between_processes():
+    prefix, ip = _private_network()
+    port = SERVICE_PORT if prefix else _free_port()
+    args = [*prefix, sys.executable, "-c", DRIVER, ip, sys.executable, os.path.join(EXAMPLES, "distributed_sender.py"),
+            os.path.join(EXAMPLES, "distributed_receiver.py"), str(port)]
+    driver = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env(), cwd=ROOT)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    report = json.loads(driver.stdout.strip().splitlines()[-1])
+    (receive_status, receive_out, receive_err), (send_status, send_out, send_err) = report["receiver"], report["sender"]
+    assert receive_status == 0, f"receiver: {receive_err}\nsender: {send_err}"
+    assert send_status == 0, send_err
+    received = json.loads(receive_out.strip().splitlines()[-1])
+    assert received["batch_shape"] == [32, 28, 28, 3]  # 320 images: 10 full batches an epoch
+    assert received["images"] == 12 * 32 and received["images_per_s"] > 0
+    assert set(received["labels"]) <= {str(i) for i in range(10)} and len(received["labels"]) >= 5
+    ready, stats = send_out.splitlines()[0], json.loads(send_out.splitlines()[-1])
+    assert ready == f"ready grpc://localhost:{port}"
+    assert stats["delivered"] >= 12 * 32 and stats["failed"] == 0
