@@ -56,7 +56,7 @@ def library_path(cache_dir: Optional[os.PathLike] = None, compiler: str = "g++")
 
     flags = _flags(tf)
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update("\0".join([compiler, *flags]).encode())
+    digest.update("\0".join([compiler, tf.version.GIT_VERSION, *flags]).encode())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / f"{tf.__version__}-{digest.hexdigest()[:16]}" / LIBRARY_NAME
 
