@@ -212,17 +212,19 @@ def native_unavailable_reason() -> Optional[str]:
 
 
 def tfeed_native(work: Work) -> tf.data.Dataset:
-    """tfeed with the native libcurl fetch stage instead of the asyncio engine:
-    ``(url, label)`` -> ``fetch_native()`` -> ``tfeed.decode`` -> batch."""
+    """tfeed's pipeline with the native libcurl fetch stage instead of the asyncio engine:
+    ``(url, label)`` -> ``fetch_native(FetchConfig())`` -> ``tfeed.decode`` -> batch ->
+    tfeed's options and prefetch (``tfeed.pipeline.finish``)."""
     reason = native_unavailable_reason()
     if reason is not None:
         raise Unavailable(reason)
     from tfeed.native.stage import fetch_native
+    from tfeed.pipeline import finish
 
     pairs = tf.data.Dataset.from_tensor_slices((work.urls, tf.constant(work.labels, tf.int64)))
-    fetched = pairs.apply(fetch_native())
-    images = fetched.apply(tfeed.decode(tuple(work.image_size))).map(lambda image, label, *_: (image, label))
-    return images.batch(work.batch_size).prefetch(tf.data.AUTOTUNE)
+    fetched = pairs.apply(fetch_native(tfeed.FetchConfig(), tfeed.Stats()))
+    images = fetched.apply(tfeed.decode(tuple(work.image_size))).map(lambda image, label, url: (image, label))
+    return finish(images.batch(work.batch_size))
 
 
 CANDIDATES: Dict[str, Candidate] = {c.name: c for c in (

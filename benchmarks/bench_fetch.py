@@ -77,15 +77,18 @@ def measure(job: dict) -> dict:
     gc.collect()
     rate = pilot["images"] / pilot["last_s"] if pilot["images"] else 1.0 / job["pilot_s"]
     planned = int(min(len(urls), max(job["batch_size"], rate * job["budget_s"])))
-    measured = work(planned, job["batch_size"])
     hard_cap = max(2 * job["budget_s"], job["budget_s"] + 10)
+    # Built before the memory window opens, and the ceiling's Python copy of the
+    # bytes dropped: the window sees what iterating adds (the ceiling's corpus,
+    # held once in its tensor, counts in its peak but not in its growth).
+    dataset = candidate.build(work(planned, job["batch_size"]))
+    gc.collect()
 
     common.reset_peak_rss()
     rss_before = common.rss_mb()
     cpu_before = common.cpu_seconds()
     epochs = []
     with common.RssSampler() as sampler:
-        dataset = candidate.build(measured)
         for _ in range(job["epochs"]):
             timing = common.time_iteration(dataset, count, hard_cap)
             timing["rss_peak_mb"] = sampler.phase()
@@ -175,6 +178,7 @@ def run_job(job: dict, args) -> dict:
     """One measurement, in a fresh process unless ``--isolation inline``."""
     server_cpu = ServerCpu()
     cpu_before = server_cpu.total()
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if args.isolation == "inline":
         try:
@@ -191,6 +195,7 @@ def run_job(job: dict, args) -> dict:
                       "status": "error", "reason": str(exc)}
     result["server_cpu_s"] = server_cpu.total() - cpu_before
     result["wall_s"] = time.perf_counter() - started
+    result["loadavg_1min"] = [load_before, os.getloadavg()[0]]  # others' work on this machine, for judging noise
     _log_result(result)
     return result
 
@@ -234,6 +239,7 @@ def summarize(runs: List[dict]) -> dict:
             "tail_s": common.median(r["epochs"][0]["tail_s"] for r in ok),
             "first_s": common.median(r["epochs"][0]["first_s"] for r in ok),
             "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in ok),
+            "rss_growth_mb": max((r["peak_rss_mb"] or 0) - (r["rss_before_mb"] or 0) for r in ok),
             "cpu_ms_per_image": 1000 * best["cpu_s"] / max(1, sum(e["images"] for e in best["epochs"])),
             "server_cpu_s": best["server_cpu_s"],
             "epochs": best["epochs"]}
@@ -251,10 +257,11 @@ def main_table(rows: List[dict], ceiling: Optional[dict]) -> str:
         note = "" if row["complete"] else "cut by time cap"
         lines.append([row["candidate"], row["server"], f"{row['images']:,}", common.fmt(row["images_per_s"], 1),
                       common.fmt(ratio, 3, "×"), common.fmt(row["tail_s"], 2),
-                      common.fmt(row["peak_rss_mb"]), common.fmt(delta, 0), note])
+                      common.fmt(row["peak_rss_mb"]), common.fmt(delta, 0, signed=True),
+                      common.fmt(row["rss_growth_mb"], 0, signed=True), common.fmt(row["cpu_ms_per_image"], 2), note])
     columns = ["candidate", "server", "images", "images/s", "× ceiling", "tail s", "peak RSS MB",
-               "RSS Δ vs ceiling MB", "note"]
-    return common.markdown_table(columns, lines, align="llrrrrrrl")
+               "RSS Δ vs ceiling MB", "RSS growth MB", "CPU ms/image", "note"]
+    return common.markdown_table(columns, lines, align="llrrrrrrrrl")
 
 
 def epochs_table(row: dict) -> str:
@@ -423,10 +430,12 @@ def main(argv=None) -> int:
             notes.append(f"{row['candidate']} @ {row['server']}: {row['status']}: {row.get('reason')}")
     checks = acceptance(rows, ceiling)
 
+    loads = [load for runs in results.values() for r in runs for load in r["loadavg_1min"]]
     report = [f"## Fetch benchmark: {args.images} web-like images ({corpus_mb:.0f} MB), "
               f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, batch {BATCH_SIZE}, {info['cpus']} cores",
               "", f"best of {args.rounds} round(s), ≤ {args.budget:g} s of work per candidate, "
-                  f"isolation: {args.isolation}; tail = end-of-sequence after the last batch (median)", "",
+                  f"isolation: {args.isolation}; tail = end-of-sequence after the last batch (median); "
+                  f"1-min load average {min(loads):.1f}–{max(loads):.1f}", "",
               main_table(ordered, ceiling)]
     tfeed_slow = rows.get(("tfeed", SLOW))
     if tfeed_slow and tfeed_slow["status"] == "ok":

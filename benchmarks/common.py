@@ -211,11 +211,12 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence], align: Opti
     return "\n".join([line(columns), rule, *(line(row) for row in rows)])
 
 
-def fmt(value: Optional[float], digits: int = 0, suffix: str = "") -> str:
-    """A number for a table: ``digits`` decimals, thousands separators, "—" for None."""
+def fmt(value: Optional[float], digits: int = 0, suffix: str = "", signed: bool = False) -> str:
+    """A number for a table: ``digits`` decimals, thousands separators, a sign
+    when ``signed``, "—" for None."""
     if value is None:
         return "—"
-    return f"{value:,.{digits}f}{suffix}"
+    return f"{value:{'+' if signed else ''},.{digits}f}{suffix}"
 
 
 def write_json(path: str, data) -> None:
