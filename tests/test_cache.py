@@ -216,3 +216,20 @@ def test_warm_cache_then_train_offline(served, small_images, tmp_path):
     again = warm_cache(urls, str(tmp_path), progress=False)
     assert again["cache_hits"] == len(small_images)
     assert served.request_count() == len(small_images) + 1
+
+
+def test_warm_command_resumes_and_summarises(served, small_images, tmp_path):
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(f"{served.url(n)}\n" for n in sorted(small_images)) + served.url("gone.jpg") + "\n")
+    command = [sys.executable, "-m", "tfeed", "warm", str(listing), "--cache-dir", str(tmp_path / "c")]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 1, first.stderr  # one URL failed
+    import json
+
+    summary = json.loads(first.stdout)
+    assert summary["fetched"] == len(small_images) and summary["failures"] == {"http_404": 1}
+    assert "gone.jpg" in first.stderr and "warming cache" in first.stderr
+    second = subprocess.run(command + ["--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(second.stdout)["cache_hits"] == len(small_images)
+    assert served.request_count() == len(small_images) + 1, "the rerun requested nothing"

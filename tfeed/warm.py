@@ -20,11 +20,12 @@ from tfeed.stats import Stats
 
 
 def warm_cache(source, cache_dir, *, fetch_config: Optional[FetchConfig] = None, url_column: str = "url",
-               progress: bool = True, max_bytes: Optional[int] = None) -> dict:
+               progress: bool = True, max_bytes: Optional[int] = None, stats: Optional[Stats] = None) -> dict:
     """Download ``source``'s URLs into ``cache_dir``; returns the stats snapshot
-    (``fetched``, ``cache_hits``, ``failed``, ``failures`` by reason...)."""
+    (``fetched``, ``cache_hits``, ``failed``, ``failures`` by reason...).
+    Pass ``stats`` to read the failed URLs afterwards."""
     cache = cache_dir if isinstance(cache_dir, DiskCache) else DiskCache(cache_dir, max_bytes=max_bytes)
-    stats = Stats()
+    stats = stats if stats is not None else Stats()
     factory = pair_factory(source, url_column=url_column)
     generator = UrlGenerator(factory, Selection(), None, stats, shuffle=False, seed=0, shuffle_buffer_size=1)
     engine = FetchEngine(fetch_config or FetchConfig(), stats, cache=cache)
