@@ -65,7 +65,7 @@ def test_compare_grid():
     images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype(np.float32)
     fig = viz.compare_grid(images, images[:, ::-1], np.array([0, 1, 0, 1, 0]), ["cat", "dog"], n=5, ncols=3)
     titles = _titles(fig)
-    assert len(titles) == 10 and titles[:2] == ["original: cat", "augmented: cat"]
+    assert len(titles) == 10 and titles[:4] == ["cat", "augmented", "dog", "augmented"]
     with pytest.raises(ValueError, match="originals"):
         viz.compare_grid(images, images[:2])
 

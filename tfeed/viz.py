@@ -17,6 +17,7 @@ Images may be uint8, float 0-255 (tfeed's output), float 0-1, or normalized
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -110,6 +111,10 @@ def label_text(label, class_names: Optional[Sequence[str]] = None) -> str:
     return str(index)
 
 
+def _wrapped(title: str, width: int = 55) -> str:
+    return textwrap.fill(title, width) if title else title
+
+
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
@@ -158,7 +163,8 @@ def save_grid(data, path: str, class_names: Optional[Sequence[str]] = None, n: i
 def compare_grid(originals, augmented, labels=None, class_names: Optional[Sequence[str]] = None, *,
                  n: int = 8, ncols: int = 4, cell_inches: float = 1.8,
                  headings: Tuple[str, str] = ("original", "augmented")):
-    """Originals beside their augmented versions: ``ncols`` pairs per row."""
+    """Originals beside their augmented versions: ``ncols`` pairs per row, each
+    original titled with its label (else ``headings[0]``), each copy ``headings[1]``."""
     originals, augmented = _numpy(originals)[:n], _numpy(augmented)[:n]
     if len(originals) != len(augmented):
         raise ValueError(f"compare_grid: {len(originals)} originals but {len(augmented)} augmented images")
@@ -177,7 +183,7 @@ def compare_grid(originals, augmented, labels=None, class_names: Optional[Sequen
             ax = axes[row, 2 * col + side]
             image = displayable(images[index])
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_title(_short(f"{headings[side]}{': ' + name if name else ''}", 2 * _TITLE_CHARS), fontsize=8)
+            ax.set_title(_short(name, _TITLE_CHARS) if side == 0 and name else headings[side], fontsize=9)
     return fig
 
 
@@ -247,7 +253,7 @@ def failure_gallery(source, limit: int = 20):
 # -- benchmark charts ------------------------------------------------------------
 def throughput_chart(rows: Sequence[dict], title: str = "tfeed bench"):
     """Horizontal bars of ``images_per_s`` per ``stage`` (``tfeed bench`` rows)."""
-    fig = _figure(7, 1.0 + 0.5 * max(len(rows), 1))
+    fig = _figure(7, 1.3 + 0.5 * max(len(rows), 1))
     ax = fig.subplots()
     names = [row["stage"] for row in rows][::-1]
     rates = [row["images_per_s"] for row in rows][::-1]
@@ -255,7 +261,7 @@ def throughput_chart(rows: Sequence[dict], title: str = "tfeed bench"):
     for y, rate in enumerate(rates):
         ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize=9)
     ax.set_xlabel("images / s")
-    ax.set_title(title)
+    ax.set_title(_wrapped(title))
     ax.margins(x=0.15)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
@@ -272,17 +278,18 @@ def grid_chart(cells: Sequence[dict], title: str = "tfeed bench --grid"):
         ax.plot([c["concurrency"] for c in line], [c["images_per_s"] for c in line], marker="o",
                 label=f"decode parallelism {parallelism}")
     best = max(cells, key=lambda c: c["images_per_s"])
-    ax.annotate(f"{best['images_per_s']:,.0f} img/s", (best["concurrency"], best["images_per_s"]),
-                textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
+    rightmost = best["concurrency"] == max(c["concurrency"] for c in cells)
+    ax.annotate(f"best: {best['images_per_s']:,.0f} img/s", (best["concurrency"], best["images_per_s"]),
+                textcoords="offset points", xytext=(0, 8), ha="right" if rightmost else "center", fontsize=9)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({c["concurrency"] for c in cells}))
     ax.get_xaxis().set_major_formatter("{x:.0f}")
     ax.set_xlabel("downloads in flight (max_in_flight)")
     ax.set_ylabel("images / s")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, best["images_per_s"] * 1.15)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
-    ax.set_title(title)
+    ax.set_title(_wrapped(title))
     return fig
 
 

@@ -60,6 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="decode parallelism (num_parallel_calls), comma-separated (default 1,2,4)")
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--output", metavar="PNG", help="also draw the results as a chart into PNG")
+    output.add_argument("--title", help="title of the chart (default: images and size)")
     output.add_argument("--json", action="store_true", help="print JSON instead of markdown tables")
     output.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars on stderr (default: when stderr is a terminal)")
@@ -76,6 +77,7 @@ def _stages(text: str) -> Tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    common.check_output(args.output)
     source = common.read_source(args, limit=args.images)
     urls = [url for url, _ in source()]
     if not urls:
@@ -218,6 +220,6 @@ def _grid_markdown(rows: List[Dict]) -> str:
 def _draw(args: argparse.Namespace, rows: List[Dict], settings: Dict) -> None:
     from tfeed import viz
 
-    title = f"tfeed bench: {settings['images']} images at {settings['size']}x{settings['size']}"
+    title = args.title or f"tfeed bench: {settings['images']} images at {settings['size']}x{settings['size']}"
     fig = viz.grid_chart(rows, title=title) if args.grid else viz.throughput_chart(rows, title=title)
     viz.save_figure(fig, args.output, dpi=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import sys
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -159,3 +160,11 @@ def augment_preset(name: str, size: int):
         return get_preset(name, size)
     except (KeyError, ValueError) as exc:
         raise UsageError(f"--augment {name}: {exc}") from None
+
+
+def check_output(path: Optional[str]) -> None:
+    """UsageError now, before any work, when ``path`` cannot be created (``-`` is stdout)."""
+    if path and path != "-":
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise UsageError(f"cannot write {path}: no directory {directory}")

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.urls and os.path.splitext(args.urls)[1].lower() not in LIST_FORMATS:
         raise UsageError(f"--urls must end in one of {LIST_FORMATS}, got {args.urls!r}")
+    common.check_output(args.urls)
     images = _images(args)
     server = ImageServer(images, latency=args.latency, jitter=args.jitter, host=args.host, port=args.port,
                          seed=args.seed)

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from tfeed import viz
     from tfeed.pipeline import image_dataset_from_urls
 
+    common.check_output(args.output)
+    common.check_output(args.failures)
     source = common.read_source(args)
     augment = common.augment_preset(args.augment, args.size) if args.augment else None
     labelled = common.has_labels(source)
