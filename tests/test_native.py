@@ -322,8 +322,11 @@ def test_error_policies(ops, server, jpg):
     seen = []
     list(ds.apply(fetch_native(FAST, tfeed.Stats(), on_error=seen.append)))
     assert [(f.reason, f.url) for f in seen] == [("http_404", server.url(jpg, status=404))]
+    stats = tfeed.Stats()
     with pytest.raises(Exception, match="http_404"):
-        list(ds.apply(fetch_native(FAST, tfeed.Stats(), on_error="raise")))
+        list(ds.apply(fetch_native(FAST, stats, on_error="raise")))
+    with pytest.raises(tfeed.FetchError):  # kept for the accounting stage to re-raise as is
+        stats.check()
 
 
 def test_graph_stage_has_no_python_and_keeps_failures(ops, server, jpg, small_images):

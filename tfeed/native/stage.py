@@ -59,21 +59,21 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     ordered = bool(deterministic)
 
     def record(urls, reasons, attempts, details, sizes):
-        retried = 0
-        keep = []
-        for url, reason, tries, detail, size in zip(urls.numpy(), reasons.numpy(), attempts.numpy(),
-                                                    details.numpy(), sizes.numpy()):
-            retried += max(int(tries) - 1, 0)
-            if reason:
+        keep = reasons.numpy() == b""
+        stats.record_retries(int(np.maximum(attempts.numpy() - 1, 0).sum()))
+        try:
+            for url, ok, reason, detail, size in zip(urls.numpy(), keep, reasons.numpy(), details.numpy(),
+                                                     sizes.numpy()):
+                if ok:
+                    stats.record_fetched(url.decode(errors="replace"), int(size))
+                    continue
                 failure = errors.Failure(url.decode(errors="replace"), reason.decode(), detail.decode(errors="replace"))
                 stats.record_failure(failure)
                 handle(failure)
-                keep.append(False)
-            else:
-                stats.record_fetched(url.decode(errors="replace"), int(size))
-                keep.append(True)
-        stats.record_retries(retried)
-        return np.array(keep, dtype=bool)
+        except Exception as exc:  # the policy raised: the accounting stage re-raises it
+            stats.fail(exc)
+            raise
+        return keep
 
     def record_op(bodies, labels, urls, reasons, attempts, details):
         bodies, reasons, details = _transcode_rare(bodies, reasons, details)
