@@ -145,7 +145,7 @@ def test_deadline_bounds_a_hanging_server(ops, server, jpg):
     [(_, reason, _, detail)] = fetch(ops, [server.url(jpg, hang=1)], config)
     elapsed = time.monotonic() - start
     assert reason == "timeout" and "deadline" in detail
-    assert 0.9 <= elapsed < 2.5
+    assert 0.9 <= elapsed < 4  # read_timeout alone would allow 30 s
 
 
 def test_read_timeout_aborts_and_retries(ops, server, jpg):
@@ -154,7 +154,7 @@ def test_read_timeout_aborts_and_retries(ops, server, jpg):
     [(_, reason, attempts, _)] = fetch(ops, [server.url(jpg, hang=1)], config)
     elapsed = time.monotonic() - start
     assert (reason, attempts) == ("timeout", 2)
-    assert 0.55 <= elapsed < 2.5
+    assert 0.55 <= elapsed < 4
 
 
 def test_drip_feed_is_cut_at_the_deadline(ops, server):
@@ -162,7 +162,7 @@ def test_drip_feed_is_cut_at_the_deadline(ops, server):
     start = time.monotonic()
     [(_, reason, _, _)] = fetch(ops, [server.url("blob", size=100_000, drip=0.05, chunk=64)], config)
     assert reason == "timeout"
-    assert time.monotonic() - start < 2.5
+    assert time.monotonic() - start < 4  # the whole body would take 78 s
 
 
 def test_slow_but_steady_body_arrives(ops, server, jpg, small_images):
