@@ -45,22 +45,30 @@ def test_pytorch_example():
 
 
 # The driver runs inside the network namespace (when there is one): the sender and the receiver
-# are two separate processes that meet only through the tf.data service on loopback.
+# are two separate processes that meet only through the tf.data service on loopback.  Both start at
+# once (the receiver waits for the sender); a sender that dies ends the receiver at once.
 DRIVER = r"""
-import json, subprocess, sys
-ip, python, sender, receiver, port = sys.argv[1:6]
+import json, os, subprocess, sys, time
+ip, python, sender, receiver, port, logs = sys.argv[1:7]
 if ip != "-":
     subprocess.run([ip, "link", "set", "lo", "up"], check=True)
-send = subprocess.Popen([python, sender, "--demo", "--demo-images", "320", "--port", port],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-try:
-    receive = subprocess.run([python, receiver, "grpc://localhost:" + port, "--batches", "12", "--timeout", "60"],
-                             capture_output=True, text=True, timeout=200)
-finally:
+
+def start(name, argv):
+    out, err = open(os.path.join(logs, name + ".out"), "w"), open(os.path.join(logs, name + ".err"), "w")
+    return subprocess.Popen([python, *argv], stdout=out, stderr=err)
+
+send = start("sender", [sender, "--demo", "--demo-images", "320", "--port", port])
+receive = start("receiver", [receiver, "grpc://localhost:" + port, "--batches", "12", "--timeout", "60"])
+deadline = time.monotonic() + 200
+while receive.poll() is None and send.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.2)
+if receive.poll() is None:
+    receive.kill()
+receive.wait()
+if send.poll() is None:
     send.terminate()
-    send_out, send_err = send.communicate(timeout=60)
-print(json.dumps({"receiver": [receive.returncode, receive.stdout, receive.stderr[-2000:]],
-                  "sender": [send.returncode, send_out, send_err[-2000:]]}))
+send.wait(timeout=60)
+print(json.dumps({"receiver": receive.returncode, "sender": send.returncode}))
 """
 
 
@@ -81,17 +89,18 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_distributed_sender_and_receiver_move_images_between_processes():
+def test_distributed_sender_and_receiver_move_images_between_processes(tmp_path):
     prefix, ip = _private_network()
     port = SERVICE_PORT if prefix else _free_port()
     args = [*prefix, sys.executable, "-c", DRIVER, ip, sys.executable, os.path.join(EXAMPLES, "distributed_sender.py"),
-            os.path.join(EXAMPLES, "distributed_receiver.py"), str(port)]
-    driver = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env(), cwd=ROOT)
+            os.path.join(EXAMPLES, "distributed_receiver.py"), str(port), str(tmp_path)]
+    driver = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env(), cwd=ROOT)
     assert driver.returncode == 0, driver.stderr[-3000:]
-    report = json.loads(driver.stdout.strip().splitlines()[-1])
-    (receive_status, receive_out, receive_err), (send_status, send_out, send_err) = report["receiver"], report["sender"]
-    assert receive_status == 0, f"receiver: {receive_err}\nsender: {send_err}"
-    assert send_status == 0, send_err
+    status = json.loads(driver.stdout.strip().splitlines()[-1])
+    send_out, send_err, receive_out, receive_err = (
+        (tmp_path / name).read_text() for name in ("sender.out", "sender.err", "receiver.out", "receiver.err"))
+    assert status["receiver"] == 0, f"receiver: {receive_err[-2000:]}\nsender: {send_err[-3000:]}"
+    assert status["sender"] == 0, send_err[-3000:]
     received = json.loads(receive_out.strip().splitlines()[-1])
     assert received["batch_shape"] == [32, 28, 28, 3]  # 320 images: 10 full batches an epoch
     assert received["images"] == 12 * 32 and received["images_per_s"] > 0
