@@ -7,17 +7,23 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tfeed-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench sysdeps clean
+.PHONY: demo test bench sysdeps native clean
 
 demo: $(STAMP)
 	$(PY) -m tfeed.demo
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps native
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) sysdeps
+# The native fetch op, compiled against the installed TensorFlow (cached per
+# TF version; tfeed falls back to its Python engine if this cannot build).
+native: $(STAMP) sysdeps
+	$(PY) -m tfeed.native.build || echo "native fetch op not built: tfeed will use its Python engine" >&2
+
+bench: $(STAMP) sysdeps native
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_fetch.py
+	$(PY) benchmarks/bench_cache.py
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

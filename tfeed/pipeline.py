@@ -61,6 +61,7 @@ def image_dataset_from_urls(
         resume_from: Union[str, Position, None] = None,
         progress: bool = False,
         autotune: bool = False,
+        fetch_engine: str = "auto",
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -112,6 +113,10 @@ def image_dataset_from_urls(
         run stopped, skipping the URLs it had consumed.  Needs the same source,
         seed and split/shard settings.
       progress: show a tqdm progress bar per epoch (stderr).
+      fetch_engine: ``"native"`` (the libcurl op, GIL-free: compiled on first
+        use, see :mod:`tfeed.native`), ``"python"`` (aiohttp on a background
+        loop: needed for ``cache_dir`` and ``gs://``-style schemes), or
+        ``"auto"``: native when it loads and the settings allow, else Python.
       autotune: let tf.data's autotuner pick parallelism and buffer sizes.
         Off by default: decoding is CPU-bound, so one call per core is what
         it converges to anyway, and with it on, the end of an epoch was
@@ -165,12 +170,13 @@ def image_dataset_from_urls(
         generator_resume = resume_from if selection.subset != "validation" else None
         generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
                                  shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
-        engine = FetchEngine(fetch_config or FetchConfig(), stats, seed=seed, cache=cache)
+        fetch_stage, engine = _fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed, cache,
+                                           on_error=on_error, deterministic=deterministic)
         if progress:
             ProgressBar(stats, desc=selection.subset or "tfeed")
         first_epoch = generator_resume.epoch if generator_resume is not None else 0
         dataset = (url_dataset(generator)
-                   .apply(fetch(engine, on_error=on_error, deterministic=deterministic))
+                   .apply(fetch_stage)
                    .apply(augmentation.keys(first_epoch))
                    .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
                                  pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
@@ -187,9 +193,32 @@ def image_dataset_from_urls(
         dataset = finish(dataset, prefetch_to_device, autotune=autotune)
         dataset.class_names = list(label_index.class_names) if label_index is not None else None
         dataset.stats = stats
-        dataset._tfeed_engine = engine  # keeps the engine alive as long as the dataset
+        dataset.fetch_engine = "python" if engine is not None else "native"
+        dataset._tfeed_engine = engine  # keeps the Python engine alive as long as the dataset
         datasets.append(dataset)
     return tuple(datasets) if subset == "both" else datasets[0]
+
+
+FETCH_ENGINES = ("auto", "native", "python")
+
+
+def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cache: Optional[DiskCache], *,
+                 on_error: ErrorPolicy, deterministic: bool):
+    """``(stage, engine)``: the native stage (engine None) or the Python engine's."""
+    from tfeed import native
+    from tfeed.native.stage import NATIVE_SCHEMES, fetch_native
+
+    native_ok = cache is None and {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES)
+    if choice == "native" and not native_ok:
+        raise ValueError("fetch_engine='native' cannot use cache_dir or schemes beyond "
+                         f"{NATIVE_SCHEMES}; use fetch_engine='python'")
+    ops = native.load() if choice != "python" and native_ok else None
+    if ops is None and choice == "native":
+        raise RuntimeError("fetch_engine='native': the native fetch op is unavailable (see the warning above)")
+    if ops is not None:
+        return fetch_native(config, stats, on_error=on_error, deterministic=deterministic, ops=ops), None
+    engine = FetchEngine(config, stats, seed=seed, cache=cache)
+    return fetch(engine, on_error=on_error, deterministic=deterministic), engine
 
 
 def finish(dataset: tf.data.Dataset, prefetch_to_device: Optional[str] = None, *,
