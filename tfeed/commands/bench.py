@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         augment = _augment_for(args) if "augment" in args.stages else None
         stages = [stage for stage in args.stages if stage != "augment" or augment is not None]
+        if not stages:
+            raise UsageError("no stage left to measure (the augment stage needs tfeed.augment)")
         rows, failures = [], None
         for stage in stages:
             row, stats = measure(pairs, stage, size=args.size, batch_size=args.batch_size, config=config,
