@@ -3,8 +3,8 @@
 Serves every file below DIR (or generated images) on 127.0.0.1 through
 :class:`tfeed.testing.ImageServer`, with the options of ``python -m
 tfeed.testing.server`` (``--host --port --latency --jitter --seed``).  As
-there, the first line on stdout is the base URL, logs go to stderr, and
-SIGINT/SIGTERM stop it (exit status 0).
+there, the first line on stdout is the base URL (printed once the ``--urls``
+list is written), logs go to stderr, and SIGINT/SIGTERM stop it (exit status 0).
 
 Faults are per URL on this server (query parameters such as ``?status=404``),
 so ``--fault`` chooses which URLs of the list written by ``--urls`` carry
@@ -121,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed)
     faults = assign_faults(server.names, args.fault, args.seed)
     with server:
-        print(server.base_url, flush=True)
-        log.info("serving %d images at %s (latency %.3f s +- %.3f s)", len(server.names), server.base_url,
-                    args.latency, args.jitter)
-        if args.urls:
+        if args.urls:  # complete before the base URL is printed: that line means "ready"
             write_url_list(args.urls, [(server.url(name, **faults.get(name, {})), _label(name))
                                        for name in server.names])
             log.info("wrote %d URLs to %s (%d with a fault)", len(server.names), args.urls, len(faults))
+        print(server.base_url, flush=True)
+        log.info("serving %d images at %s (latency %.3f s +- %.3f s)", len(server.names), server.base_url,
+                 args.latency, args.jitter)
         _wait_for_signal()
     log.info("stopped")
     return EXIT_OK
