@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import cv2
 import numpy as np
@@ -20,6 +21,11 @@ SEEDS = range(200)
 
 def seed_of(i):
     return tf.constant([i, 12345], tf.int64)
+
+
+def draws_of(op, i):
+    """The uniforms ``op`` gets for ``seed_of(i)``."""
+    return randomness.draw(seed_of(i), op.draws)
 
 
 def smooth_image(height=240, width=320, seed=0):
@@ -42,11 +48,11 @@ def rounds_into(value, low, high):
 @pytest.mark.parametrize("shape", [(300, 400), (500, 333), (64, 64)])
 def test_crop_window_area_and_aspect_within_bounds(shape):
     op = augment.RandomResizedCrop(32)
-    window = tf.function(lambda s: op.window(tf.constant([*shape, 3]), s))
+    window = tf.function(lambda u: op.window(tf.constant([*shape, 3]), u))
     height, width = shape
     areas = []
     for i in SEEDS:
-        top, left, h, w = window(seed_of(i)).numpy().tolist()
+        top, left, h, w = window(draws_of(op, i)).numpy().tolist()
         assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
         # With rounding to whole pixels: some real (area, aspect) in bounds gives (h, w).
         low_area, high_area = (h - 0.5) * (w - 0.5), (h + 0.5) * (w + 0.5)
@@ -72,13 +78,13 @@ def expected_mean_area(height, width, draws=20000, seed=0):
 def test_crop_window_falls_back_to_center_crop_when_nothing_fits():
     op = augment.RandomResizedCrop((32, 48))  # output aspect 3:2
     for i in range(20):
-        top, left, h, w = op.window(tf.constant([20, 1000, 3]), seed_of(i)).numpy().tolist()
+        top, left, h, w = op.window(tf.constant([20, 1000, 3]), draws_of(op, i)).numpy().tolist()
         assert (top, left, h, w) == (0, 485, 20, 30)
 
 
 def test_crop_positions_cover_the_image():
     op = augment.RandomResizedCrop(32, area=(0.1, 0.1), aspect=(1.0, 1.0))
-    windows = np.array([op.window(tf.constant([400, 400, 3]), seed_of(i)).numpy() for i in range(60)])
+    windows = np.array([op.window(tf.constant([400, 400, 3]), draws_of(op, i)).numpy() for i in range(60)])
     assert np.all(windows[:, 2:] == 126)  # sqrt(0.1 * 160000) = 126.5 -> 126 (round half to even)
     assert windows[:, 0].min() < 60 and windows[:, 0].max() > 210
     assert windows[:, 1].min() < 60 and windows[:, 1].max() > 210
@@ -88,7 +94,7 @@ def test_random_resized_crop_is_resize_of_the_window():
     image = tf.constant(smooth_image())
     op = augment.RandomResizedCrop(40)
     for i in range(5):
-        top, left, h, w = op.window(tf.shape(image), seed_of(i)).numpy().tolist()
+        top, left, h, w = op.window(tf.shape(image), draws_of(op, i)).numpy().tolist()
         expected = tf.image.resize(image[top:top + h, left:left + w], (40, 40)).numpy()
         np.testing.assert_allclose(op.apply(image, seed_of(i)).numpy(), expected, atol=1e-4)
 
@@ -130,9 +136,10 @@ def test_flip_is_an_exact_mirror_about_half_the_time():
 def test_lighting_matches_the_pca_formula():
     image = smooth_image(20, 30).astype(np.float32)
     eigval, eigvec = np.array(augment.IMAGENET_EIGVAL), np.array(augment.IMAGENET_EIGVEC)
+    op = augment.Lighting(0.1)
     for i in range(10):
-        out = augment.Lighting(0.1).apply(tf.constant(image), seed_of(i)).numpy()
-        alpha = 0.1 * tf.random.stateless_normal([3], seed_of(i), alg="philox").numpy()
+        out = op.apply(tf.constant(image), seed_of(i)).numpy()
+        alpha = [0.1 * statistics.NormalDist().inv_cdf(float(u)) for u in draws_of(op, i).numpy()]
         shift = np.array([sum(eigvec[c, j] * alpha[j] * eigval[j] * 255 for j in range(3)) for c in range(3)])
         np.testing.assert_allclose(out - image, np.broadcast_to(shift, image.shape), atol=1e-3)
 
@@ -156,17 +163,39 @@ def test_brightness_contrast_saturation_formulas():
         assert not np.allclose(saturated, image)
 
 
+def test_a_run_of_colour_ops_is_one_matrix_with_the_same_result():
+    image = smooth_image(20, 30).astype(np.float32)
+    ops = [augment.Brightness(0.4), augment.Contrast(0.4), augment.Saturation(0.4), augment.Lighting(0.1)]
+    composed = augment.Compose(ops)
+    assert composed.color_affine and composed.draws == 6
+    for i in range(5):
+        u = draws_of(composed, i)
+        one_by_one, start = image, 0
+        for op in ops:
+            one_by_one = op.transform(one_by_one, u[start:start + op.draws]).numpy()
+            start += op.draws
+        np.testing.assert_allclose(composed.apply(tf.constant(image), seed_of(i)).numpy(), one_by_one, atol=1e-2)
+    # fb.resnet's jitter: unclipped, the three blends commute, so any order gives the same image.
+    jitter = augment.color_jitter()
+    u = draws_of(jitter, 0)
+    parts = [u[3:4], u[4:5], u[5:6]]
+    forward = jitter.ops[2].transform(jitter.ops[1].transform(jitter.ops[0].transform(image, parts[0]), parts[1]),
+                                      parts[2])
+    np.testing.assert_allclose(jitter.apply(tf.constant(image), seed_of(0)).numpy(), forward.numpy(), atol=1e-2)
+
+
 def test_random_order_applies_each_op_once_in_both_orders():
     image = smooth_image(10, 10).astype(np.float32)
     brightness, lighting = augment.Brightness(0.4), augment.Lighting(0.1)
     op = augment.RandomOrder([brightness, lighting])
+    assert op.color_affine and op.draws == 2 + 1 + 3
     orders = set()
     for i in range(40):
-        seed = seed_of(i)
-        _, b_seed, l_seed = randomness.split(seed, 3)
-        b_then_l = lighting.apply(brightness.apply(image, b_seed), l_seed).numpy()
-        l_then_b = brightness.apply(lighting.apply(image, l_seed), b_seed).numpy()
-        out = op.apply(tf.constant(image), seed).numpy()
+        u = draws_of(op, i)
+        b_u, l_u = u[2:3], u[3:6]  # after the two order draws
+        b_then_l = lighting.transform(brightness.transform(image, b_u), l_u).numpy()
+        l_then_b = brightness.transform(lighting.transform(image, l_u), b_u).numpy()
+        out = op.apply(tf.constant(image), seed_of(i)).numpy()
         if np.allclose(out, b_then_l, atol=1e-3):
             orders.add("bl")
         else:
@@ -313,7 +342,7 @@ def test_same_seed_same_stream_new_epoch_new_crops():
 
 
 def test_element_key_depends_on_seed_epoch_and_url_only():
-    key = lambda seed, epoch, url: randomness.element_key(seed, tf.constant(epoch, tf.int64), tf.constant(url)).numpy()
+    key = lambda seed, epoch, url: randomness.element_key(seed, epoch, tf.constant(url)).numpy()
     assert np.array_equal(key(1, 0, "a"), key(1, 0, "a"))
     assert len({tuple(key(s, e, u)) for s in (1, 2) for e in (0, 1) for u in ("a", "b")}) == 8
 
@@ -393,7 +422,7 @@ def test_pipeline_recipe_output_equals_the_documented_key(augment_server):
                                        deterministic=True)
     got = {int(y): x.numpy() for x, y in ds}
     for (url, label), name in zip(rows, sorted(bodies)):
-        key = randomness.element_key(11, tf.constant(0, tf.int64), tf.constant(url))
+        key = randomness.element_key(11, 0, tf.constant(url))
         expected, _ = recipe.after_decode(recipe.decode(tf.constant(bodies[name]), key), label, key)
         np.testing.assert_allclose(got[label], expected.numpy(), atol=1e-4)
 

@@ -21,7 +21,7 @@ Given to ``image_dataset_from_urls(augment=...)``:
     decodes (a JPEG crop decodes only its window) and its ``output_size`` is
     the dataset's image size;
   * any other op runs after decode + resize to ``image_size``;
-  both get the key ``fold([seed, hash(url)], epoch)``, so a seed reproduces
+  both get the key ``[hash(url), hash(seed, epoch)]``, so a seed reproduces
   the stream and every epoch draws anew.  A plain ``fn(image, label)`` is
   called as before, without a key.
 """

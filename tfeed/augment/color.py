@@ -1,8 +1,10 @@
 """Photometric ops: the fb.resnet.torch colour jitter and PCA lighting,
 normalization, and salt-and-pepper noise.
 
-Values are 0-255 in, float32 out; nothing is clipped (as in fb.resnet.torch,
-the jitter can leave 0-255 slightly; normalization usually follows).
+RGB values 0-255 in, float32 out; nothing is clipped (as in fb.resnet.torch,
+the jitter can leave 0-255 slightly; normalization usually follows).  All but
+salt-and-pepper are affine per pixel (:class:`~tfeed.augment.base.ColorOp`),
+so a chain of them costs one pass over the image.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.augment.base import Op, RandomOrder, check_probability, to_float
+from tfeed.augment.base import ColorOp, Compose, Op, RandomOrder, check_probability, to_float
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as fb.resnet.torch
 # ImageNet RGB statistics from fb.resnet.torch (AlexNet's PCA lighting); the
@@ -27,14 +29,14 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-def grayscale(image: tf.Tensor) -> tf.Tensor:
-    """Luma ``[H, W, 1]`` of an RGB image."""
-    return tf.reduce_sum(image * tf.constant(GRAY_WEIGHTS, tf.float32), axis=-1, keepdims=True)
+def luma_row() -> tf.Tensor:
+    """``[1, 3]``: the luma of a pixel is ``luma_row() @ rgb``."""
+    return tf.constant([GRAY_WEIGHTS], tf.float32)
 
 
-def blend_factor(seed: tf.Tensor, strength: float) -> tf.Tensor:
-    """``1 + uniform(-strength, strength)``."""
-    return 1.0 + randomness.uniform(seed, (), -strength, strength)
+def blend_factor(u: tf.Tensor, strength: float) -> tf.Tensor:
+    """``1 + uniform(-strength, strength)`` from the draw ``u[0]``."""
+    return randomness.between(u[0], 1.0 - strength, 1.0 + strength)
 
 
 def check_strength(name: str, value: float) -> None:
@@ -43,7 +45,7 @@ def check_strength(name: str, value: float) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Brightness(Op):
+class Brightness(ColorOp):
     """``image * a``, ``a = 1 + uniform(-strength, strength)`` (blend with black)."""
 
     strength: float = 0.4
@@ -51,47 +53,63 @@ class Brightness(Op):
     def __post_init__(self):
         check_strength("strength", self.strength)
 
-    def apply(self, image, seed):
-        return to_float(image) * blend_factor(seed, self.strength)
+    draws = 1
+
+    def affine(self, mean, u):
+        return blend_factor(u, self.strength) * tf.eye(3), tf.zeros([3])
 
 
 @dataclasses.dataclass(frozen=True)
-class Contrast(Op):
-    """Blend with the image's mean luma: ``image * a + mean(gray) * (1 - a)``."""
+class Contrast(ColorOp):
+    """Blend with the image's mean luma: ``image * a + mean(luma) * (1 - a)``."""
 
     strength: float = 0.4
 
     def __post_init__(self):
         check_strength("strength", self.strength)
 
-    def apply(self, image, seed):
-        image = to_float(image)
-        factor = blend_factor(seed, self.strength)
-        return image * factor + tf.reduce_mean(grayscale(image)) * (1.0 - factor)
+    draws = 1
+    needs_mean = True
+
+    def affine(self, mean, u):
+        factor = blend_factor(u, self.strength)
+        mean_luma = tf.reduce_sum(tf.constant(GRAY_WEIGHTS, tf.float32) * mean)
+        return factor * tf.eye(3), tf.fill([3], (1.0 - factor) * mean_luma)
 
 
 @dataclasses.dataclass(frozen=True)
-class Saturation(Op):
-    """Blend with the per-pixel luma: ``image * a + gray * (1 - a)``."""
+class Saturation(ColorOp):
+    """Blend with the per-pixel luma: ``image * a + luma * (1 - a)``."""
 
     strength: float = 0.4
 
     def __post_init__(self):
         check_strength("strength", self.strength)
 
-    def apply(self, image, seed):
-        image = to_float(image)
-        factor = blend_factor(seed, self.strength)
-        return image * factor + grayscale(image) * (1.0 - factor)
+    draws = 1
+
+    def affine(self, mean, u):
+        factor = blend_factor(u, self.strength)
+        to_gray = tf.ones([3, 1]) @ luma_row()  # every channel becomes the luma
+        return factor * tf.eye(3) + (1.0 - factor) * to_gray, tf.zeros([3])
 
 
-def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4) -> RandomOrder:
-    """Brightness, contrast and saturation in a random order (fb.resnet.torch)."""
-    return RandomOrder([Brightness(brightness), Contrast(contrast), Saturation(saturation)])
+def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, *,
+                 random_order: bool = True) -> Op:
+    """Brightness, contrast and saturation in a random order (fb.resnet.torch).
+
+    Unclipped, these three blends commute: brightness scales everything,
+    saturation keeps each pixel's luma and contrast keeps the mean luma, so
+    any order gives the same image up to float rounding (the tests check it).
+    ``random_order=False`` therefore changes no distribution; it only skips
+    drawing and dispatching an order per example (a Compose, not a RandomOrder).
+    """
+    ops = [Brightness(brightness), Contrast(contrast), Saturation(saturation)]
+    return RandomOrder(ops) if random_order else Compose(ops)
 
 
 @dataclasses.dataclass(frozen=True)
-class Lighting(Op):
+class Lighting(ColorOp):
     """AlexNet's PCA lighting noise: add ``eigvec @ (alpha * eigval)`` to
     every pixel, ``alpha ~ normal(0, stddev)`` per eigenvalue.  ``eigval`` is
     for 0-1 images and is scaled by ``scale`` (255 for 0-255 images)."""
@@ -105,36 +123,42 @@ class Lighting(Op):
         if self.stddev < 0:
             raise ValueError(f"stddev must be >= 0, got {self.stddev!r}")
         eigval, eigvec = np.asarray(self.eigval, np.float64), np.asarray(self.eigvec, np.float64)
-        if eigval.ndim != 1 or eigvec.shape != (len(eigval), len(eigval)):
-            raise ValueError(f"need eigval [n] and eigvec [n, n], got {eigval.shape} and {eigvec.shape}")
+        if eigval.shape != (3,) or eigvec.shape != (3, 3):
+            raise ValueError(f"need eigval [3] and eigvec [3, 3], got {eigval.shape} and {eigvec.shape}")
         object.__setattr__(self, "eigval", tuple(eigval.tolist()))
         object.__setattr__(self, "eigvec", tuple(map(tuple, eigvec.tolist())))
 
-    def offset(self, seed: tf.Tensor) -> tf.Tensor:
-        """The per-channel shift ``[n]`` for ``seed``."""
-        alpha = randomness.normal(seed, [len(self.eigval)], self.stddev)
+    draws = 3
+
+    def offset(self, u: tf.Tensor) -> tf.Tensor:
+        """The per-channel shift ``[3]`` for the draws ``u`` (alpha is the
+        inverse normal CDF of ``u`` times ``stddev``)."""
+        alpha = randomness.standard_normal(u) * self.stddev
         weights = alpha * tf.constant(self.eigval, tf.float32) * self.scale
         return tf.linalg.matvec(tf.constant(self.eigvec, tf.float32), weights)
 
-    def apply(self, image, seed):
-        return to_float(image) + self.offset(seed)
+    def affine(self, mean, u):
+        return tf.eye(3), self.offset(u)
 
 
 @dataclasses.dataclass(frozen=True)
-class Normalize(Op):
+class Normalize(ColorOp):
     """``(image - mean) / std`` per channel (defaults: ImageNet, 0-255 scale)."""
 
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
 
     def __post_init__(self):
-        object.__setattr__(self, "mean", tuple(float(v) for v in np.atleast_1d(self.mean)))
-        object.__setattr__(self, "std", tuple(float(v) for v in np.atleast_1d(self.std)))
-        if min(self.std) <= 0:
+        mean = np.broadcast_to(np.asarray(self.mean, np.float64), (3,))
+        std = np.broadcast_to(np.asarray(self.std, np.float64), (3,))
+        if std.min() <= 0:
             raise ValueError(f"std must be positive, got {self.std!r}")
+        object.__setattr__(self, "mean", tuple(mean.tolist()))
+        object.__setattr__(self, "std", tuple(std.tolist()))
 
-    def apply(self, image, seed):
-        return (to_float(image) - tf.constant(self.mean)) / tf.constant(self.std)
+    def affine(self, mean, u):
+        scale = 1.0 / tf.constant(self.std, tf.float32)
+        return tf.linalg.diag(scale), -tf.constant(self.mean, tf.float32) * scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +177,10 @@ class SaltPepper(Op):
         if self.white_probability + self.black_probability > 1:
             raise ValueError("white_probability + black_probability must be <= 1")
 
-    def apply(self, image, seed):
+    draws = 2  # the seed of the noise field
+
+    def transform(self, image, u):
         image = to_float(image)
-        noise = randomness.uniform(seed, tf.concat([tf.shape(image)[:2], [1]], axis=0))
+        noise = randomness.uniform(randomness.seed_from(u), tf.concat([tf.shape(image)[:2], [1]], axis=0))
         image = tf.where(noise < self.black_probability, self.black, image)
         return tf.where(noise >= 1.0 - self.white_probability, self.white, image)

@@ -78,40 +78,42 @@ class RandomResizedCrop(Op):
             raise ValueError(f"attempts must be >= 1, got {self.attempts!r}")
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
 
-    def window(self, shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    @property
+    def draws(self):
+        return 2 * self.attempts + 2  # areas, aspects, top, left
+
+    def window(self, shape: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         """The crop ``[top, left, height, width]`` (int32) for an image of
-        ``shape`` ``[H, W, ...]``; depends only on the shape and ``seed``."""
+        ``shape`` ``[H, W, ...]``; depends only on the shape and the draws."""
         height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-        area_seed, aspect_seed, top_seed, left_seed = randomness.split(seed, 4)
-        count = [self.attempts]
-        areas = randomness.uniform(area_seed, count, *self.area) * height * width
-        aspects = tf.exp(randomness.uniform(aspect_seed, count, math.log(self.aspect[0]), math.log(self.aspect[1])))
+        count = self.attempts
+        areas = randomness.between(u[:count], *self.area) * height * width
+        aspects = tf.exp(randomness.between(u[count:2 * count], math.log(self.aspect[0]), math.log(self.aspect[1])))
         crop_w = tf.round(tf.sqrt(areas * aspects))
         crop_h = tf.round(tf.sqrt(areas / aspects))
         fits = (crop_w <= width) & (crop_h <= height) & (crop_w >= 1) & (crop_h >= 1)
-        first = tf.minimum(tf.reduce_min(tf.where(fits, tf.range(self.attempts), self.attempts)), self.attempts - 1)
+        first = tf.minimum(tf.reduce_min(tf.where(fits, tf.range(count), count)), count - 1)
         crop_h, crop_w = crop_h[first], crop_w[first]
-        top = tf.floor(randomness.uniform(top_seed) * (height - crop_h + 1))
-        left = tf.floor(randomness.uniform(left_seed) * (width - crop_w + 1))
+        top = tf.floor(u[2 * count] * (height - crop_h + 1))
+        left = tf.floor(u[2 * count + 1] * (width - crop_w + 1))
         found = tf.cast(tf.stack([top, left, crop_h, crop_w]), tf.int32)
         return tf.where(tf.reduce_any(fits), found, center_window(shape, self.size[1] / self.size[0]))
 
-    def apply(self, image, seed):
-        cropped = crop(image, self.window(tf.shape(image), seed))
+    def transform(self, image, u):
+        cropped = crop(image, self.window(tf.shape(image), u))
         return resize(cropped, self.size, self.interpolation, self.antialias)
 
-    def decode(self, body, seed):
+    def decode_transform(self, body, u):
         """Decode only the crop window of a JPEG; other formats decode fully,
         then crop.  The window is the same either way."""
-        seed = randomness.as_seed(seed)
 
         def jpeg():
-            window = self.window(tf.image.extract_jpeg_shape(body), seed)
+            window = self.window(tf.image.extract_jpeg_shape(body), u)
             return tf.image.decode_and_crop_jpeg(body, window, channels=3)
 
         def other():
             image = decode_image(body)
-            return crop(image, self.window(tf.shape(image), seed))
+            return crop(image, self.window(tf.shape(image), u))
 
         cropped = tf.cond(tf.io.is_jpeg(body), jpeg, other)
         cropped.set_shape([None, None, 3])
@@ -127,8 +129,10 @@ class HorizontalFlip(Op):
     def __post_init__(self):
         check_probability("probability", self.probability)
 
-    def apply(self, image, seed):
-        return tf.where(randomness.coin(seed, self.probability), tf.reverse(image, axis=[1]), image)
+    draws = 1
+
+    def transform(self, image, u):
+        return tf.cond(u[0] < self.probability, lambda: tf.reverse(image, axis=[1]), lambda: tf.identity(image))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +147,7 @@ class Resize(Op):
         object.__setattr__(self, "size", as_size(self.size))
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
 
-    def apply(self, image, seed):
+    def transform(self, image, u):
         return resize(image, self.size, self.interpolation, self.antialias)
 
 
@@ -161,7 +165,7 @@ class ResizeShorter(Op):
             raise ValueError(f"size must be a positive int, got {self.size!r}")
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
 
-    def apply(self, image, seed):
+    def transform(self, image, u):
         shape = tf.cast(tf.shape(image)[:2], tf.float64)
         scaled = tf.cast(tf.round(shape * (self.size / tf.reduce_min(shape))), tf.int32)
         resized = tf.image.resize(image, tf.maximum(scaled, self.size), method=self.interpolation,
@@ -179,7 +183,7 @@ class CenterCrop(Op):
     def __post_init__(self):
         object.__setattr__(self, "size", as_size(self.size))
 
-    def apply(self, image, seed):
+    def transform(self, image, u):
         height, width = self.size
         shape = tf.shape(image)
         top, left = (shape[0] - height) // 2, (shape[1] - width) // 2
@@ -200,10 +204,19 @@ class RandomCrop(Op):
     def __post_init__(self):
         object.__setattr__(self, "size", as_size(self.size))
 
-    def apply(self, image, seed):
-        channels = tf.shape(image)[2]
-        cropped = tf.image.stateless_random_crop(image, tf.stack([*self.size, channels]), seed)
-        cropped.set_shape([*self.size, image.shape[-1]])
+    draws = 2
+
+    def transform(self, image, u):
+        height, width = self.size
+        shape = tf.shape(image)
+        checked = tf.debugging.assert_greater_equal(
+            tf.minimum(shape[0] - height, shape[1] - width), 0,
+            message=f"RandomCrop({self.size}): image is smaller than the crop")
+        with tf.control_dependencies([checked]):
+            top = tf.cast(tf.floor(u[0] * tf.cast(shape[0] - height + 1, tf.float32)), tf.int32)
+            left = tf.cast(tf.floor(u[1] * tf.cast(shape[1] - width + 1, tf.float32)), tf.int32)
+        cropped = image[top:top + height, left:left + width]
+        cropped.set_shape([height, width, image.shape[-1]])
         return cropped
 
 
@@ -218,7 +231,7 @@ class CenterPaste(Op):
     def __post_init__(self):
         object.__setattr__(self, "size", as_size(self.size))
 
-    def apply(self, image, seed):
+    def transform(self, image, u):
         image = to_float(image) - self.background
         pasted = tf.image.resize_with_crop_or_pad(image, *self.size) + self.background
         pasted.set_shape([*self.size, image.shape[-1]])
@@ -241,10 +254,11 @@ class RandomResize(Op):
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(low, high)!r}")
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
 
-    def apply(self, image, seed):
-        height_seed, width_seed = randomness.split(seed, 2)
-        factors = tf.stack([randomness.uniform(height_seed, (), *self.height_range),
-                            randomness.uniform(width_seed, (), *self.width_range)])
+    draws = 2
+
+    def transform(self, image, u):
+        factors = tf.stack([randomness.between(u[0], *self.height_range),
+                            randomness.between(u[1], *self.width_range)])
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
         size = tf.maximum(tf.cast(tf.round(shape * factors), tf.int32), 1)
         return to_float(tf.image.resize(image, size, method=self.interpolation))
@@ -284,9 +298,11 @@ class Rotation(Op):
             raise ValueError(f"max_degrees must be in [0, 180], got {self.max_degrees!r}")
         check_choice("interpolation", self.interpolation, ("bilinear", "nearest"))
 
-    def apply(self, image, seed):
+    draws = 1
+
+    def transform(self, image, u):
         limit = math.radians(self.max_degrees)
-        angle = randomness.uniform(seed, (), -limit, limit)
+        angle = randomness.between(u[0], -limit, limit)
         rotated = rotate(to_float(image), angle, self.fill, self.interpolation)
         if not self.crop_valid:
             return rotated

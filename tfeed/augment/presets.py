@@ -1,7 +1,7 @@
 """The seed project's recipes as :class:`~tfeed.augment.Recipe` objects.
 
-* :func:`imagenet_train` -- fb.resnet.torch: Inception crop, colour jitter in
-  random order, PCA lighting, horizontal flip.
+* :func:`imagenet_train` -- fb.resnet.torch: Inception crop, colour jitter
+  (brightness, contrast, saturation), PCA lighting, horizontal flip.
 * :func:`imagenet_eval` -- resize shorter side to 256 (for 224), centre crop.
 * :func:`mnist_train` -- the seed's MNIST augmentors: random resize,
   rotation and salt-and-pepper noise, each sometimes; resize; centre paste
@@ -32,8 +32,9 @@ def _normalized(ops: list, normalize: bool) -> list:
 def imagenet_train(size: int = 224, *, interpolation: str = "bilinear", normalize: bool = False) -> Recipe:
     """``size x size`` training crops.  JPEGs decode only the crop window.
     ``normalize=True`` ends with ImageNet mean/std normalization."""
-    ops = [RandomResizedCrop(_check_size(size), interpolation=interpolation), color_jitter(0.4, 0.4, 0.4),
-           Lighting(0.1), HorizontalFlip()]
+    # The jitter's three blends commute (see color_jitter), so its random order is left out: same images.
+    ops = [RandomResizedCrop(_check_size(size), interpolation=interpolation),
+           color_jitter(0.4, 0.4, 0.4, random_order=False), Lighting(0.1), HorizontalFlip()]
     return Recipe(_normalized(ops, normalize), output_size=(size, size))
 
 

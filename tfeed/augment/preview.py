@@ -29,7 +29,8 @@ def augmentation_grid(images: Images, augment, n_variants: int = 4, seed: int = 
     ``n_variants`` augmentations of it.
 
     ``augment`` is a tfeed op or recipe (variant ``v`` of image ``i`` uses the
-    seed ``fold([seed, i], v)``) or any ``fn(image, label) -> (image, label)``.
+    key ``[i, epoch_key(seed, v)]``, as if it were element ``i`` in epoch
+    ``v``) or any ``fn(image, label) -> (image, label)``.
     Every cell is fitted into ``cell_size`` ``(height, width)`` keeping its
     aspect ratio (default: the recipe's output size, else the largest
     output); values are clipped to 0-255 for display.
@@ -41,7 +42,7 @@ def augmentation_grid(images: Images, augment, n_variants: int = 4, seed: int = 
     rows = []
     for index, image in enumerate(images):
         image = _as_rgb(image)
-        keys = [randomness.fold(tf.constant([seed, index], tf.int64), v) for v in range(n_variants)]
+        keys = [tf.constant([index, randomness.epoch_key(seed, v)], tf.int64) for v in range(n_variants)]
         rows.append([image] + [_to_uint8(run(tf.constant(image), key)) for key in keys])
     if cell_size is None:
         outputs = [cell for row in rows for cell in row[1:]]
@@ -52,9 +53,10 @@ def augmentation_grid(images: Images, augment, n_variants: int = 4, seed: int = 
 
 def save_grid(path: str, images: Images, augment, n_variants: int = 4, seed: int = 0,
               cell_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """Write :func:`augmentation_grid` to ``path`` (PNG) and return it."""
+    """Write :func:`augmentation_grid` to ``path`` (format from the
+    extension, e.g. ``.png``) and return it."""
     grid = augmentation_grid(images, augment, n_variants, seed, cell_size)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {path}")
     return grid
 

@@ -1,23 +1,27 @@
-"""Stateless randomness for augmentation: one seed per (seed, epoch, element).
+"""Stateless randomness for augmentation: one key per (seed, epoch, element).
 
-Every op draws from ``tf.random.stateless_*`` with an explicit seed -- an
-int64 tensor of shape ``[2]`` -- so nothing depends on thread scheduling or
-arrival order::
+Ops draw their random parameters first and then apply a fixed transform
+(as tensorpack's augmentors do).  Each op says how many uniforms in [0, 1) it
+needs (``op.draws``); a whole recipe draws all of them in one call::
 
-    key = fold_in([seed, hash(url)], epoch)      # one per element and epoch
-    op i of a Compose draws from fold_in(key, i)  # one per op
+    key = [hash(url), hash(seed, epoch)]          # int64 [2], one per element and epoch
+    u   = stateless_uniform([recipe.draws], key)  # every parameter of the example
+    op i of a Compose reads its own slice of u
 
-The same ``seed`` therefore reproduces the same augmented stream run after
-run, while different URLs and different epochs get different draws.  (The
-same URL twice in one epoch gets the same draw.)
+Nothing depends on thread scheduling or arrival order: the same ``seed``
+reproduces the same augmented stream run after run, while different URLs and
+epochs get different draws (the same URL twice in one epoch gets the same).
+One draw per example, instead of one per op, also matters for speed: in a
+tf.data function every small op costs several microseconds.
 
 :func:`element_keys` is the stage that adds ``key`` to each element; the epoch
 is counted per iterator: each pass over the dataset (each ``iter(ds)``, each
-Keras epoch, each round of ``ds.repeat()``) is the next epoch, starting at 0.
+Keras epoch, each round of ``ds.repeat()``) is the next epoch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Callable, Sequence
 
@@ -25,6 +29,7 @@ import tensorflow as tf
 
 ALG = "philox"  # pinned: "auto_select" may pick a different generator per device
 URL_BUCKETS = 2**62
+TINY = 1e-7  # keeps inverse-CDF transforms of u finite
 
 
 def as_seed(seed) -> tf.Tensor:
@@ -35,43 +40,53 @@ def as_seed(seed) -> tf.Tensor:
     return tf.cast(tf.ensure_shape(seed, [2]), tf.int64)
 
 
-def fold(seed: tf.Tensor, data) -> tf.Tensor:
-    """A new seed derived from ``seed`` and the integer ``data``."""
-    return tf.random.experimental.stateless_fold_in(seed, tf.cast(data, tf.int64), alg=ALG)
-
-
-def split(seed: tf.Tensor, count: int) -> list:
-    """``count`` independent seeds derived from ``seed``."""
-    return [fold(seed, i) for i in range(count)]
-
-
 def uniform(seed: tf.Tensor, shape: Sequence = (), minval=0.0, maxval=1.0) -> tf.Tensor:
     """float32 uniform in ``[minval, maxval)``."""
     return tf.random.stateless_uniform(shape, seed, minval=minval, maxval=maxval, alg=ALG)
 
 
-def normal(seed: tf.Tensor, shape: Sequence = (), stddev=1.0) -> tf.Tensor:
-    """float32 normal with mean 0."""
-    return tf.random.stateless_normal(shape, seed, stddev=stddev, alg=ALG)
+def draw(seed, count: int) -> tf.Tensor:
+    """The ``count`` uniforms in [0, 1) that ``seed`` stands for (float32 ``[count]``)."""
+    return uniform(as_seed(seed), [count])
 
 
-def coin(seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """A bool scalar that is True with ``probability``."""
-    return uniform(seed) < probability
+def between(u: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    """A uniform ``u`` in [0, 1) mapped to [low, high)."""
+    return low + (high - low) * u
 
 
-def element_key(seed: int, epoch: tf.Tensor, url: tf.Tensor) -> tf.Tensor:
-    """The seed of one element: ``fold_in([seed, hash(url)], epoch)``."""
-    base = tf.stack([tf.constant(int(seed), tf.int64), tf.strings.to_hash_bucket_fast(url, URL_BUCKETS)])
-    return fold(base, epoch)
+def standard_normal(u: tf.Tensor) -> tf.Tensor:
+    """Uniforms mapped to standard normals (inverse CDF)."""
+    return tf.math.ndtri(tf.clip_by_value(u, TINY, 1.0 - TINY))
 
 
-def epoch_numbers(counter: Callable[[], int]) -> tf.data.Dataset:
-    """An endless dataset repeating ``counter()``, which is called once per
-    iterator (one Python call per pass, not per element)."""
-    once = tf.data.Dataset.from_generator(lambda: iter([counter()]),
+def seed_from(u: tf.Tensor) -> tf.Tensor:
+    """A stateless seed made from two uniforms (for ops that need a whole
+    noise field, not a few numbers)."""
+    return tf.cast(tf.floor(u[:2] * 2.0**31), tf.int64)
+
+
+def epoch_key(seed: int, epoch: int) -> int:
+    """The per-epoch half of a key: a 63-bit hash of ``(seed, epoch)``."""
+    digest = hashlib.blake2b(f"tfeed.augment:{int(seed)}:{int(epoch)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def element_key(seed: int, epoch: int, url: tf.Tensor) -> tf.Tensor:
+    """The key of one element: ``[hash(url), hash(seed, epoch)]``."""
+    return element_key_from(tf.constant(epoch_key(seed, epoch), tf.int64), url)
+
+
+def element_key_from(epoch_part: tf.Tensor, url: tf.Tensor) -> tf.Tensor:
+    return tf.stack([tf.strings.to_hash_bucket_fast(url, URL_BUCKETS), epoch_part])
+
+
+def epoch_keys(seed: int, epochs: Callable[[], int]) -> tf.data.Dataset:
+    """An endless dataset repeating ``epoch_key(seed, epochs())``; ``epochs()``
+    is called once per iterator (one Python call per pass, not per element)."""
+    once = tf.data.Dataset.from_generator(lambda: iter([epoch_key(seed, epochs())]),
                                           output_signature=tf.TensorSpec([], tf.int64))
-    return once.flat_map(lambda epoch: tf.data.Dataset.from_tensors(epoch).repeat())
+    return once.flat_map(lambda key: tf.data.Dataset.from_tensors(key).repeat())
 
 
 def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
@@ -86,12 +101,11 @@ def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
     seed = int(seed)
     counter = itertools.count(int(first_epoch))
 
-    def add_key(element, epoch):
-        return (*element, element_key(seed, epoch, element[url_index]))
+    def add_key(element, epoch_part):
+        return (*element, element_key_from(epoch_part, element[url_index]))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        epochs = epoch_numbers(lambda: next(counter))
-        paired = tf.data.Dataset.zip((dataset.map(lambda *element: element), epochs))
+        paired = tf.data.Dataset.zip((dataset.map(lambda *element: element), epoch_keys(seed, lambda: next(counter))))
         return paired.map(add_key, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
                           name="tfeed_element_keys")
 

@@ -7,7 +7,7 @@ Three kinds of ``augment``, three wirings (elements after fetch are
     other tfeed op:     keys -> decode + resize(image_size) -> labels -> op(image, label, key)
     fn(image, label):          decode + resize(image_size) -> labels -> fn(image, label)
 
-``keys`` appends ``key = fold([seed, hash(url)], epoch)`` (see
+``keys`` appends ``key = [hash(url), hash(seed, epoch)]`` (see
 :mod:`tfeed.augment.randomness`) and the augment step drops it again.
 
 Image size: a Recipe fixes its own ``output_size``, which becomes the
