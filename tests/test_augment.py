@@ -345,6 +345,10 @@ def test_element_key_depends_on_seed_epoch_and_url_only():
     key = lambda seed, epoch, url: randomness.element_key(seed, epoch, tf.constant(url)).numpy()
     assert np.array_equal(key(1, 0, "a"), key(1, 0, "a"))
     assert len({tuple(key(s, e, u)) for s in (1, 2) for e in (0, 1) for u in ("a", "b")}) == 8
+    # A resumed run starts counting at its epoch.
+    resumed = tf.data.Dataset.from_tensor_slices(["a", "b"]).apply(augment.element_keys(1, first_epoch=3))
+    assert [tuple(k.numpy()) for _, k in resumed] == [tuple(key(1, 3, "a")), tuple(key(1, 3, "b"))]
+    assert [tuple(k.numpy()) for _, k in resumed] == [tuple(key(1, 4, "a")), tuple(key(1, 4, "b"))]
 
 
 # --- preview --------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ Everything runs in tf.data's C++ threads (no Python, no GIL)::
     from tfeed.augment import imagenet_train
     ds = tfeed.image_dataset_from_urls(pairs, augment=imagenet_train(224), seed=1)
 
+Writing an op: a frozen dataclass subclassing :class:`Op` with ``draws``
+(how many uniforms in [0, 1) it needs) and ``transform(image, u)``; colour
+ops subclass :class:`ColorOp` and give ``affine(mean, u) -> (matrix, bias)``
+instead, so runs of them cost one pass over the pixels.
+
 Modules:
   base        the op contract (``op(image, label, seed)``), Compose,
               RandomApply, RandomOrder, and Recipe (a decode step + ops)
@@ -15,6 +20,7 @@ Modules:
   presets     imagenet_train, imagenet_eval, mnist_train, get_preset(name)
   randomness  stateless seeds per (seed, epoch, URL) and the stage adding them
   preview     a PNG grid of originals and their augmentations
+  stage       how image_dataset_from_urls wires an augment= (AugmentPlan)
 
 Given to ``image_dataset_from_urls(augment=...)``:
   * a :class:`Recipe` (e.g. a preset) replaces the decode stage: its first op
@@ -26,7 +32,7 @@ Given to ``image_dataset_from_urls(augment=...)``:
   called as before, without a key.
 """
 
-from tfeed.augment.base import Compose, Op, RandomApply, RandomOrder, Recipe
+from tfeed.augment.base import ColorOp, Compose, Op, RandomApply, RandomOrder, Recipe
 from tfeed.augment.color import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD, Brightness,
                                  Contrast, Lighting, Normalize, SaltPepper, Saturation, color_jitter)
 from tfeed.augment.geometry import (CenterCrop, CenterPaste, HorizontalFlip, RandomCrop, RandomResize,
@@ -36,7 +42,7 @@ from tfeed.augment.preview import augmentation_grid, save_grid, show_grid
 from tfeed.augment.randomness import element_keys
 
 __all__ = [
-    "Op", "Compose", "RandomApply", "RandomOrder", "Recipe",
+    "Op", "ColorOp", "Compose", "RandomApply", "RandomOrder", "Recipe",
     "RandomResizedCrop", "HorizontalFlip", "Resize", "ResizeShorter", "CenterCrop", "RandomCrop",
     "CenterPaste", "RandomResize", "Rotation",
     "Brightness", "Contrast", "Saturation", "color_jitter", "Lighting", "Normalize", "SaltPepper",

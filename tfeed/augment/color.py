@@ -50,10 +50,10 @@ class Brightness(ColorOp):
 
     strength: float = 0.4
 
+    draws = 1
+
     def __post_init__(self):
         check_strength("strength", self.strength)
-
-    draws = 1
 
     def affine(self, mean, u):
         return blend_factor(u, self.strength) * tf.eye(3), tf.zeros([3])
@@ -65,11 +65,11 @@ class Contrast(ColorOp):
 
     strength: float = 0.4
 
-    def __post_init__(self):
-        check_strength("strength", self.strength)
-
     draws = 1
     needs_mean = True
+
+    def __post_init__(self):
+        check_strength("strength", self.strength)
 
     def affine(self, mean, u):
         factor = blend_factor(u, self.strength)
@@ -83,10 +83,10 @@ class Saturation(ColorOp):
 
     strength: float = 0.4
 
+    draws = 1
+
     def __post_init__(self):
         check_strength("strength", self.strength)
-
-    draws = 1
 
     def affine(self, mean, u):
         factor = blend_factor(u, self.strength)
@@ -119,6 +119,8 @@ class Lighting(ColorOp):
     eigvec: Sequence[Sequence[float]] = IMAGENET_EIGVEC
     scale: float = 255.0
 
+    draws = 3
+
     def __post_init__(self):
         if self.stddev < 0:
             raise ValueError(f"stddev must be >= 0, got {self.stddev!r}")
@@ -127,8 +129,6 @@ class Lighting(ColorOp):
             raise ValueError(f"need eigval [3] and eigvec [3, 3], got {eigval.shape} and {eigvec.shape}")
         object.__setattr__(self, "eigval", tuple(eigval.tolist()))
         object.__setattr__(self, "eigvec", tuple(map(tuple, eigvec.tolist())))
-
-    draws = 3
 
     def offset(self, u: tf.Tensor) -> tf.Tensor:
         """The per-channel shift ``[3]`` for the draws ``u`` (alpha is the
@@ -171,13 +171,13 @@ class SaltPepper(Op):
     white: float = 255.0
     black: float = 0.0
 
+    draws = 2  # the seed of the noise field
+
     def __post_init__(self):
         check_probability("white_probability", self.white_probability)
         check_probability("black_probability", self.black_probability)
         if self.white_probability + self.black_probability > 1:
             raise ValueError("white_probability + black_probability must be <= 1")
-
-    draws = 2  # the seed of the noise field
 
     def transform(self, image, u):
         image = to_float(image)

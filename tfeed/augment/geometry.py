@@ -126,10 +126,10 @@ class HorizontalFlip(Op):
 
     probability: float = 0.5
 
+    draws = 1
+
     def __post_init__(self):
         check_probability("probability", self.probability)
-
-    draws = 1
 
     def transform(self, image, u):
         return tf.cond(u[0] < self.probability, lambda: tf.reverse(image, axis=[1]), lambda: tf.identity(image))
@@ -201,10 +201,10 @@ class RandomCrop(Op):
 
     size: Size
 
+    draws = 2
+
     def __post_init__(self):
         object.__setattr__(self, "size", as_size(self.size))
-
-    draws = 2
 
     def transform(self, image, u):
         height, width = self.size
@@ -247,14 +247,14 @@ class RandomResize(Op):
     width_range: Tuple[float, float] = (0.8, 1.2)
     interpolation: str = "bilinear"
 
+    draws = 2
+
     def __post_init__(self):
         for name in ("height_range", "width_range"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(low, high)!r}")
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
-
-    draws = 2
 
     def transform(self, image, u):
         factors = tf.stack([randomness.between(u[0], *self.height_range),
@@ -293,12 +293,12 @@ class Rotation(Op):
     fill: float = 0.0
     interpolation: str = "bilinear"
 
+    draws = 1
+
     def __post_init__(self):
         if not 0 <= self.max_degrees <= 180:
             raise ValueError(f"max_degrees must be in [0, 180], got {self.max_degrees!r}")
         check_choice("interpolation", self.interpolation, ("bilinear", "nearest"))
-
-    draws = 1
 
     def transform(self, image, u):
         limit = math.radians(self.max_degrees)
