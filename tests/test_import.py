@@ -26,6 +26,7 @@ def test_import_survives_a_broken_tensorflow_io(tmp_path):
         import sys
         sys.stderr.write("--- tfeed ---\\n")
         import tfeed
+        tfeed.image_dataset_from_urls  # loads the whole pipeline
         print(tfeed.__version__, 'tensorflow_io' in sys.modules)
     """, extra_path=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -33,10 +34,13 @@ def test_import_survives_a_broken_tensorflow_io(tmp_path):
     assert result.stderr.split("--- tfeed ---", 1)[1].strip() == ""
 
 
-def test_import_does_not_start_threads_or_build():
+def test_import_is_lazy_and_starts_no_threads():
     result = _python("""
-        import threading, tfeed
+        import sys, threading, tfeed
+        print("tensorflow" in sys.modules, tfeed.__version__)
+        tfeed.FetchConfig
         print(sorted(t.name for t in threading.enumerate()))
     """)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[0] == "False", "import tfeed alone does not load TensorFlow"
     assert "tfeed-fetch" not in result.stdout

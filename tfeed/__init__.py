@@ -4,37 +4,50 @@
 
 The high-level entry point is :func:`image_dataset_from_urls`; each stage is
 also public as a ``Dataset -> Dataset`` function for ``ds.apply(...)``.
+
+Names are imported on first use, so ``import tfeed`` (and ``tfeed --help``)
+does not pay TensorFlow's start-up until a TensorFlow-backed name is used.
 tensorflow-io is never imported here: it is an optional extra.
 """
 
-from tfeed.accounting import account
-from tfeed.cache import DiskCache
-from tfeed.config import FetchConfig
-from tfeed.decode import decode, decode_image, resize_image
-from tfeed.engine import FetchEngine
-from tfeed.errors import Failure, FetchError
-from tfeed.fetch import fetch
-from tfeed.labels import encode_labels
-from tfeed.pipeline import image_dataset_from_urls
-from tfeed.progress import ProgressBar
-from tfeed.readers import pair_factory
-from tfeed.resume import Position
-from tfeed.source import url_dataset
-from tfeed.stats import Stats
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "image_dataset_from_urls", "FetchConfig", "FetchEngine", "Failure", "FetchError", "Stats",
-    "url_dataset", "pair_factory", "fetch", "decode", "decode_image", "resize_image",
-    "encode_labels", "account", "DiskCache", "Position", "ProgressBar", "__version__",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "image_dataset_from_urls": "tfeed.pipeline",
+    "FetchConfig": "tfeed.config",
+    "FetchEngine": "tfeed.engine",
+    "Failure": "tfeed.errors",
+    "FetchError": "tfeed.errors",
+    "Stats": "tfeed.stats",
+    "url_dataset": "tfeed.source",
+    "pair_factory": "tfeed.readers",
+    "fetch": "tfeed.fetch",
+    "decode": "tfeed.decode",
+    "decode_image": "tfeed.decode",
+    "resize_image": "tfeed.decode",
+    "encode_labels": "tfeed.labels",
+    "account": "tfeed.accounting",
+    "DiskCache": "tfeed.cache",
+    "Position": "tfeed.resume",
+    "ProgressBar": "tfeed.progress",
+}
+_SUBMODULES = ("augment", "callbacks", "datasets", "native", "testing", "viz")
+
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name):
-    # tfeed.callbacks imports Keras; load it only when asked for.
-    if name == "callbacks":
-        import importlib
-
-        return importlib.import_module("tfeed.callbacks")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tfeed.{name}")
     raise AttributeError(f"module 'tfeed' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*__all__, *_SUBMODULES])
