@@ -12,8 +12,8 @@ HELP = "serve generated images locally, measure the feed, train a small CNN (no 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(NAME, help=HELP, description=HELP[0].upper() + HELP[1:] + ".")
-    parser.add_argument("--images", type=positive_int, default=1200, help="generated images (default 1200)")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default 3)")
+    parser.add_argument("--images", type=positive_int, default=2000, help="generated images (default 2000)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     parser.add_argument("--latency", type=non_negative_float, default=0.05,
                         help="seconds of server latency per request (default 0.05)")
     return parser
