@@ -25,7 +25,7 @@ import tensorflow as tf
 from tfeed.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
 
-DEFAULT_GROUP_SIZE = 16
+DEFAULT_GROUP_SIZE = 32
 
 
 def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic: bool = False,

@@ -4,7 +4,7 @@ It encodes labels to class indices, keeps this dataset's share of the URLs
 (validation split, then shard), and shuffles each epoch reproducibly::
 
     pairs --labels--> --split by hash(seed, url)--> --shard i of n--> --shuffle(seed, epoch)-->
-        --groups of 16--> tf.data.Dataset.from_generator -> (urls: tf.string [n], labels: tf.int64 [n])
+        --groups of 32--> tf.data.Dataset.from_generator -> (urls: tf.string [n], labels: tf.int64 [n])
 
 A URL whose label is not a known class is counted as ``invalid_label``.
 """
@@ -149,7 +149,7 @@ class UrlGenerator:
     :meth:`Stats.fail`)."""
 
     def __init__(self, factory: PairFactory, selection: Selection, label_index: Optional[LabelIndex],
-                 stats: Stats, shuffle: bool, seed: int, shuffle_buffer_size: int, group_size: int = 16,
+                 stats: Stats, shuffle: bool, seed: int, shuffle_buffer_size: int, group_size: int = 32,
                  resume_from: Optional[Position] = None):
         self._factory, self._selection, self._labels = factory, selection, label_index
         self._stats, self._shuffle, self._seed = stats, shuffle, seed

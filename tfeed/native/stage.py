@@ -34,7 +34,7 @@ from tfeed.config import FetchConfig
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.stats import Stats
 
-DEFAULT_GROUP_SIZE = 16
+DEFAULT_GROUP_SIZE = 32
 NATIVE_SCHEMES = ("http", "https", "file")
 
 
