@@ -12,6 +12,8 @@ import tempfile
 import time
 import urllib.parse
 
+from tfeed.testing.server import stop_process
+
 START_TIMEOUT = 10.0
 _TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -142,13 +144,7 @@ class NginxServer:
     def stop(self):
         """Stop nginx and remove its temp dir (idempotent)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

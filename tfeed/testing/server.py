@@ -407,13 +407,7 @@ class _ProcessRun:
 
     def close(self):
         proc = getattr(self, "proc", None)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if proc is not None:
             proc.stdout.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -434,6 +428,18 @@ async def _serve_until_signal(entries, args):
         await runner.cleanup()
 
 
+def stop_process(proc, timeout: float = 10.0) -> None:
+    """SIGTERM ``proc`` (a Popen or None), SIGKILL it after ``timeout`` s; waits."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main(argv=None):
     """CLI: serve DIR until SIGTERM/SIGINT; the first stdout line is the base URL."""
     parser = argparse.ArgumentParser(prog="tfeed.testing.server", description=ImageServer.__doc__.split("\n")[0])
@@ -452,3 +458,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
