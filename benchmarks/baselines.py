@@ -22,6 +22,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import tensorflow as tf
 
 import tfeed
+# Explicit modules: the lazy ``tfeed.decode`` / ``tfeed.fetch`` attributes are shadowed by
+# the submodules of the same name once those are imported.
+from tfeed.config import FetchConfig
+from tfeed.decode import decode, decode_image, resize_image
+from tfeed.stats import Stats
 
 REQUEST_TIMEOUT = 60.0  # seconds; only a safety net, the local servers always answer
 POOL_THREADS = 32
@@ -58,7 +63,7 @@ def decode_batches(dataset: tf.data.Dataset, work: Work) -> tf.data.Dataset:
     """``(body, label)`` -> batches of ``(image, label)``, exactly as the ceiling does it."""
 
     def decode_one(body, label):
-        return tfeed.resize_image(tfeed.decode_image(body), work.image_size), label
+        return resize_image(decode_image(body), work.image_size), label
 
     return (dataset.map(decode_one, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(work.batch_size)
@@ -188,7 +193,7 @@ def tfeed_default(work: Work) -> tf.data.Dataset:
     options = dict(work.options)
     kwargs = {}
     if "max_in_flight" in options:
-        kwargs["fetch_config"] = tfeed.FetchConfig(max_in_flight=int(options.pop("max_in_flight")))
+        kwargs["fetch_config"] = FetchConfig(max_in_flight=int(options.pop("max_in_flight")))
     if "num_parallel_calls" in options:
         calls = options.pop("num_parallel_calls")
         kwargs["num_parallel_calls"] = tf.data.AUTOTUNE if calls in (None, "AUTOTUNE") else int(calls)
@@ -222,8 +227,8 @@ def tfeed_native(work: Work) -> tf.data.Dataset:
     from tfeed.pipeline import finish
 
     pairs = tf.data.Dataset.from_tensor_slices((work.urls, tf.constant(work.labels, tf.int64)))
-    fetched = pairs.apply(fetch_native(tfeed.FetchConfig(), tfeed.Stats()))
-    images = fetched.apply(tfeed.decode(tuple(work.image_size))).map(lambda image, label, url: (image, label))
+    fetched = pairs.apply(fetch_native(FetchConfig(), Stats()))
+    images = fetched.apply(decode(tuple(work.image_size))).map(lambda image, label, url: (image, label))
     return finish(images.batch(work.batch_size))
 
 

@@ -259,6 +259,7 @@ def summarize(runs: List[dict]) -> dict:
             "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in ok),
             "rss_growth_mb": max((r["peak_rss_mb"] or 0) - (r["rss_before_mb"] or 0) for r in ok),
             "cpu_ms_per_image": 1000 * best["cpu_s"] / max(1, sum(e["images"] for e in best["epochs"])),
+            "cores_busy": best["cpu_s"] / max(1e-9, sum(e["end_s"] or e["last_s"] or 0 for e in best["epochs"])),
             "server_cpu_s": best["server_cpu_s"],
             "epochs": best["epochs"],
             "epochs_by_round": [r["epochs"] for r in ok]}
