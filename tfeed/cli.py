@@ -5,6 +5,7 @@
     tfeed show URLS -o grid.png      a labelled grid of a batch (optionally augmented)
     tfeed serve-images DIR           the fault-injecting test image server
     tfeed warm URLS --cache-dir DIR  download URLs into a cache ahead of training
+    tfeed service dispatcher|worker  tf.data service processes for image_dataset_from_urls(service=...)
 
 Data goes to stdout, logs and progress bars to stderr.  Exit status: 0 success,
 1 the command ran but URLs failed, 2 usage error (argparse's convention, also
@@ -18,10 +19,10 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from tfeed.commands import bench, demo, serve_images, show, warm
+from tfeed.commands import bench, demo, serve_images, service, show, warm
 from tfeed.commands.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
-COMMANDS = (demo, bench, show, serve_images, warm)
+COMMANDS = (demo, bench, show, serve_images, warm, service)
 DESCRIPTION = "(image URL, label) pairs in, a fast tf.data.Dataset out: demo, benchmark, viewer, test server."
 EPILOG = """\
 "tfeed COMMAND --help" describes each command.  Data goes to stdout, logs and progress bars to stderr.

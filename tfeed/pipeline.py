@@ -62,6 +62,9 @@ def image_dataset_from_urls(
         progress: bool = False,
         autotune: bool = False,
         fetch_engine: str = "auto",
+        service: Optional[str] = None,
+        processing_mode: str = "distributed_epoch",
+        job_name: Optional[str] = None,
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -117,6 +120,11 @@ def image_dataset_from_urls(
         use, see :mod:`tfeed.native`), ``"python"`` (aiohttp on a background
         loop: needed for ``cache_dir`` and ``gs://``-style schemes), or
         ``"auto"``: native when it loads and the settings allow, else Python.
+      service / processing_mode / job_name: run fetch and decode on a tf.data
+        service cluster (``"grpc://host:port"`` of ``tfeed service
+        dispatcher``; needs the native op), ``processing_mode``
+        ``"distributed_epoch"`` (each URL once) or ``"parallel_epochs"`` (once
+        per worker); see :func:`tfeed.service.service_dataset` and docs/service.md.
       autotune: let tf.data's autotuner pick parallelism and buffer sizes.
         Off by default: decoding is CPU-bound, so one call per core is what
         it converges to anyway, and with it on, the end of an epoch was
@@ -142,6 +150,19 @@ def image_dataset_from_urls(
             batch_size = input_context.get_per_replica_batch_size(batch_size)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
+    if service is not None:
+        from tfeed.service.dataset import service_dataset
+
+        return service_dataset(
+            source, service=service, processing_mode=processing_mode, job_name=job_name, labels=labels,
+            label_mode=label_mode, class_names=class_names, batch_size=batch_size, image_size=image_size,
+            shuffle=shuffle, seed=seed, validation_split=validation_split, subset=subset,
+            interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+            pad_to_aspect_ratio=pad_to_aspect_ratio, url_column=url_column, label_column=label_column,
+            num_shards=num_shards, shard_index=shard_index, on_error=on_error, deterministic=deterministic,
+            fetch_config=fetch_config, num_parallel_calls=num_parallel_calls, prefetch_to_device=prefetch_to_device,
+            progress=progress, autotune=autotune, augment=augment, cache_dir=cache_dir, resume_from=resume_from,
+            fetch_engine=fetch_engine)
     augmentation = plan_augment(augment, image_size, seed, deterministic=deterministic,
                                 crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
     image_size = augmentation.image_size

@@ -1,0 +1,196 @@
+"""tf.data service mode with real processes on loopback: a dispatcher and two
+workers started through ``tfeed service``, an ImageServer subprocess, no mocks."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfeed
+from tfeed.config import FetchConfig
+from tfeed.testing import ImageServer, encode
+from tfeed.testing.server import stop_process
+
+pytestmark = pytest.mark.skipif(not tfeed.native.available(), reason="the native fetch op cannot be built here")
+
+START_TIMEOUT = 60.0
+
+
+class Cluster:
+    """A dispatcher and ``workers`` worker processes; every process is stopped by PID on close."""
+
+    def __init__(self, tmp_path: Path, workers: int = 2):
+        self.procs = []
+        self.logs = tmp_path
+        try:
+            dispatcher = self._start("dispatcher")
+            self.address = self._ready(dispatcher)
+            pending = [self._start("worker", "--dispatcher", self.address) for _ in range(workers)]
+            self.workers = [(proc, self._ready(proc)) for proc in pending]
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, *args):
+        log = open(self.logs / f"{args[0]}-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "tfeed", "service", *args], stdout=subprocess.PIPE,
+                                stderr=log, stdin=subprocess.DEVNULL, text=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def _ready(self, proc) -> str:
+        line = proc.stdout.readline().strip()  # the ready line; a dead process gives ""
+        assert line.startswith("grpc://"), f"not started: {line!r}; see {self.logs}"
+        return line
+
+    def close(self):
+        for proc in self.procs:
+            stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("service-logs"))
+    yield c
+    c.close()
+
+
+def _images(n):
+    rng = np.random.default_rng(1)
+    return {f"img{i:03d}.{'png' if i % 4 == 0 else 'jpg'}":
+            encode(rng.integers(0, 256, (40 + i % 7, 48, 3), dtype=np.uint8), "png" if i % 4 == 0 else "jpeg")
+            for i in range(n)}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ImageServer(_images(60), process=True) as srv:
+        yield srv
+
+
+def _pairs(server, good=48):
+    """(url, unique label) pairs: ``good`` images, then 2 x 404, 2 x not_image, 1 x connection."""
+    names = sorted(server.names)
+    urls = [server.url(n) for n in names[:good]]
+    urls += [server.url(names[0], status=404), server.url(names[1], status=404),
+             server.url(names[2], html=1), server.url(names[3], html=1), "http://127.0.0.1:1/refused.jpg"]
+    return [(url, i) for i, url in enumerate(urls)]
+
+
+EXPECTED_FAILURES = {"http_404": 2, "not_image": 2, "connection": 1}
+
+
+def _labels(dataset):
+    return [int(v) for _, labels in dataset for v in labels.numpy()]
+
+
+def test_distributed_epoch_yields_every_good_url_exactly_once(cluster, server):
+    pairs = _pairs(server)
+    ds = tfeed.image_dataset_from_urls(pairs, service=cluster.address, image_size=(32, 32), batch_size=8, seed=1,
+                                       fetch_config=FetchConfig(retries=0))
+    assert ds.fetch_engine == "service" and ds.class_names == [str(i) for i in range(len(pairs))]
+    for epoch in range(2):
+        labels = _labels(ds)
+        assert sorted(labels) == list(range(48)), f"epoch {epoch}"
+    snap = ds.stats.snapshot()
+    assert snap["delivered"] == 96 and snap["epochs"] == 2
+    assert snap["failures"] == {k: 2 * v for k, v in EXPECTED_FAILURES.items()}
+
+
+def test_failure_counts_match_a_local_run(cluster, server):
+    pairs = _pairs(server)
+    remote = tfeed.image_dataset_from_urls(pairs, service=cluster.address, image_size=(32, 32), batch_size=None,
+                                           seed=2, fetch_config=FetchConfig(retries=0))
+    local = tfeed.image_dataset_from_urls(pairs, image_size=(32, 32), batch_size=None, seed=2,
+                                          fetch_config=FetchConfig(retries=0), fetch_engine="native")
+    remote_images = {int(label): image.numpy() for image, label in remote}
+    local_images = {int(label): image.numpy() for image, label in local}
+    assert remote.stats.snapshot()["failures"] == local.stats.snapshot()["failures"] == EXPECTED_FAILURES
+    assert remote_images.keys() == local_images.keys()
+    np.testing.assert_array_equal(remote_images[5], local_images[5])  # same decode + resize
+
+
+def test_parallel_epochs_gives_each_url_once_per_worker(cluster, server):
+    pairs = _pairs(server, good=12)[:12]
+    ds = tfeed.image_dataset_from_urls(pairs, service=cluster.address, processing_mode="parallel_epochs",
+                                       image_size=(16, 16), batch_size=4, seed=3)
+    counts = collections.Counter(_labels(ds))
+    assert counts == {i: 2 for i in range(12)}
+    assert ds.stats.snapshot()["failures"] == {}
+
+
+def test_invalid_processing_mode_is_refused_before_any_work(cluster):
+    with pytest.raises(ValueError, match="processing_mode"):
+        tfeed.image_dataset_from_urls(["http://x/a.jpg"], labels=None, service=cluster.address,
+                                      processing_mode="sharded")
+    with pytest.raises(ValueError, match="augment"):
+        tfeed.image_dataset_from_urls(["http://x/a.jpg"], labels=None, service=cluster.address,
+                                      augment=lambda image, label: (image, label))
+
+
+def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path):
+    stall = 4.0
+    with ImageServer(_images(40), latency=0.2, process=True) as slow:
+        names = sorted(slow.names)
+        pairs = [(slow.url(names[i % 40]) + f"?n={i}", 0) for i in range(240)]
+        c = Cluster(tmp_path)
+        try:
+            ds = tfeed.service.service_dataset(
+                pairs, service=c.address, image_size=(16, 16), batch_size=8, seed=4, stall_timeout=stall,
+                fetch_config=FetchConfig(max_in_flight=4, retries=0))
+            start = time.monotonic()
+            delivered = 0
+            for images, _ in ds:
+                delivered += int(images.shape[0])
+                if delivered >= 40 and c.workers[0][0].poll() is None:
+                    c.workers[0][0].kill()  # SIGKILL, by PID
+                    killed_at = time.monotonic()
+            elapsed = time.monotonic() - start
+        finally:
+            c.close()
+    snap = ds.stats.snapshot()
+    lost = snap["failures"].get(tfeed.service.LOST, 0)
+    assert delivered == snap["delivered"]
+    assert lost > 0 and delivered + snap["failed"] == 240, snap
+    # the survivor finishes its share, then the watchdog waits stall_timeout once
+    assert time.monotonic() - killed_at < 240 * 0.2 / 4 + stall + 15, elapsed
+    assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
+    print(f"killed after {delivered} delivered of 240; lost {lost}; epoch {elapsed:.1f} s")
+
+
+FALLBACK_SCRIPT = textwrap.dedent("""
+    import warnings
+    import tfeed
+    from tfeed import native
+    warnings.simplefilter("ignore")
+    assert native.load() is None
+    try:
+        tfeed.image_dataset_from_urls(["http://127.0.0.1:1/a.jpg"], labels=None, service="grpc://localhost:1")
+    except tfeed.service.NativeOpMissingError as exc:
+        print("ERROR", exc)
+    local = tfeed.image_dataset_from_urls(["http://127.0.0.1:1/a.jpg"], labels=None)
+    print("LOCAL", local.fetch_engine)
+""")
+
+
+def test_without_the_op_service_mode_names_the_missing_prerequisite(tmp_path):
+    # An empty op cache (HOME) and no compiler on PATH: the op cannot be built.
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
+    out = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ERROR service= needs tfeed's native fetch op" in out.stdout
+    assert "g++" in out.stdout and "libcurl4-openssl-dev" in out.stdout
+    assert "LOCAL python" in out.stdout
+    worker = subprocess.run([sys.executable, "-m", "tfeed", "service", "worker", "--dispatcher", "grpc://localhost:1"],
+                            env=env, capture_output=True, text=True, timeout=90)
+    assert worker.returncode == 2 and worker.stdout == ""
+    assert "native fetch op" in worker.stderr and "g++" in worker.stderr

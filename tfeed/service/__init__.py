@@ -1,0 +1,25 @@
+"""Scale-out on tf.data service: ``tfeed service dispatcher|worker`` and
+``image_dataset_from_urls(..., service="grpc://host:port")``.
+
+Modules: :mod:`~tfeed.service.graph` (the worker side, graph ops only),
+:mod:`~tfeed.service.client` (the watchdog reader and its accounting),
+:mod:`~tfeed.service.dataset` (the wiring), :mod:`~tfeed.service.servers`
+(the dispatcher and worker processes), :mod:`~tfeed.service.projection`
+(throughput model for 1-64 workers).  See ``docs/service.md``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["service_dataset", "NativeOpMissingError", "ServiceUnavailableError", "LOST", "PROCESSING_MODES"]
+
+
+def __getattr__(name):  # TensorFlow loads only when service mode is used
+    if name in ("service_dataset", "NativeOpMissingError", "PROCESSING_MODES"):
+        from tfeed.service import dataset
+
+        return getattr(dataset, name)
+    if name in ("ServiceUnavailableError", "LOST"):
+        from tfeed.service import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'tfeed.service' has no attribute {name!r}")
