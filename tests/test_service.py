@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tfeed
+import tfeed.service
 from tfeed.config import FetchConfig
 from tfeed.testing import ImageServer, encode
 from tfeed.testing.server import stop_process
@@ -164,12 +165,13 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path):
     # the survivor finishes its share, then the watchdog waits stall_timeout once
     assert time.monotonic() - killed_at < 240 * 0.2 / 4 + stall + 15, elapsed
     assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
-    print(f"killed after {delivered} delivered of 240; lost {lost}; epoch {elapsed:.1f} s")
+    print(f"worker killed at 40 delivered; {delivered} delivered of 240, {lost} lost; epoch {elapsed:.1f} s")
 
 
 FALLBACK_SCRIPT = textwrap.dedent("""
     import warnings
     import tfeed
+    import tfeed.service
     from tfeed import native
     warnings.simplefilter("ignore")
     assert native.load() is None
