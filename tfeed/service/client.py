@@ -50,21 +50,22 @@ class WatchdogReader:
     ``make_dataset(epoch)`` returns that epoch's distributed dataset of
     ``(image, label, url, reason)``; ``urls`` are the epoch's URLs (the
     client knows them, so it can tell delivered, failed and lost apart).
-    Yields ``(image, label, url)`` for each delivered image; failures go to
+    Elements arrive in groups (vectors of ``[n]``); yields groups of
+    ``(images, labels, urls)`` of the delivered images; failures go to
     ``stats`` and ``handle`` (the error policy).  ``invalid`` failures (bad
     labels found while reading the source) are recorded at each epoch start.
     """
 
     def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], urls: List[str], stats: Stats,
                  handle: Callable[[errors.Failure], None], *, stall_timeout: float,
-                 invalid: Tuple[errors.Failure, ...] = (), queue_size: int = 64):
+                 invalid: Tuple[errors.Failure, ...] = (), queue_size: int = 8):
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
         self._make_dataset, self._urls, self._stats, self._handle = make_dataset, urls, stats, handle
         self._stall_timeout, self._invalid, self._queue_size = float(stall_timeout), invalid, queue_size
         self._epochs = itertools.count()
 
-    def __call__(self) -> Iterator[Tuple[np.ndarray, np.int64, bytes]]:
+    def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         epoch = next(self._epochs)
         self._stats.begin_epoch(epoch)
         try:
@@ -98,19 +99,25 @@ class WatchdogReader:
                     break
                 if isinstance(item, _Raised):
                     raise item.error
-                received += 1
-                image, label, url, reason = item
-                url_text = url.decode(errors="replace")
-                if expected[url_text] <= 0:
-                    expected.pop(url_text, None)
-                    _log.debug("tfeed service: %s arrived more than once", url_text)
-                else:
-                    expected[url_text] -= 1
-                if reason:
-                    detail = "image could not be decoded" if reason == errors.DECODE_ERROR.encode() else ""
-                    self._fail(errors.Failure(url_text, reason.decode(), detail))
-                    continue
-                yield image, label, url
+                images, labels, urls, reasons = item
+                received += len(urls)
+                keep = np.zeros(len(urls), bool)
+                for row, (url, reason) in enumerate(zip(urls, reasons)):
+                    url_text = url.decode(errors="replace")
+                    if expected[url_text] <= 0:
+                        expected.pop(url_text, None)
+                        _log.debug("tfeed service: %s arrived more than once", url_text)
+                    else:
+                        expected[url_text] -= 1
+                    if reason:
+                        detail = "image could not be decoded" if reason == errors.DECODE_ERROR.encode() else ""
+                        self._fail(errors.Failure(url_text, reason.decode(), detail))
+                    else:
+                        keep[row] = True
+                if keep.all():
+                    yield images, labels, urls
+                elif keep.any():
+                    yield images[keep], labels[keep], urls[keep]
         finally:
             stop.set()
         missing = sum(count for count in expected.values() if count > 0)

@@ -2,7 +2,8 @@
 
     client: source -> split/shard -> labels -> URL and label tensors (one epoch)
     workers: from_tensor_slices -> shuffle -> native fetch -> decode or fallback   (graph only)
-    client: watchdog reader (counts reasons, detects lost workers) -> labels -> batch -> account -> prefetch
+    workers: ... -> groups of TRANSFER_GROUP
+    client: watchdog reader (counts reasons, detects lost workers) -> unbatch -> labels -> batch -> account -> prefetch
 
 The workers run only graph ops (see :mod:`tfeed.service.graph`): they need
 the native fetch op, so do the client (it builds the graph) and every
@@ -34,6 +35,8 @@ DEFAULT_STALL_TIMEOUT = 30.0
 DEFAULT_IMAGE_SIZE = (256, 256)
 # Elements are decoded images: snappy gains little on them and costs CPU on both sides.
 COMPRESSION = None
+# Workers send groups of this many examples: one gRPC element and one Python step per group, not per image.
+TRANSFER_GROUP = 16
 
 
 class NativeOpMissingError(RuntimeError):
@@ -110,7 +113,8 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
                                    f"{job_name}-{name}" if job_name and name else job_name)
         reader = WatchdogReader(make, list(urls), stats, handle, stall_timeout=stall_timeout, invalid=invalid)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
-            tf.TensorSpec([*image_size, 3], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)))
+            tf.TensorSpec([None, *image_size, 3], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.string))).unbatch()
         datasets.append(_client_stages(dataset, stats, label_stage, label_mode, batch_size, prefetch_to_device,
                                        autotune, progress, name, label_index))
     return tuple(datasets) if subset == "both" else datasets[0]
@@ -167,7 +171,8 @@ def _distributed_epochs(urls, indices, settings, seed, service, processing_mode,
     options.autotune.enabled = False
 
     def make(epoch: int) -> tf.data.Dataset:
-        worker_side = epoch_dataset(urls, indices, seed=epoch_seed(seed, epoch), **settings).with_options(options)
+        worker_side = (epoch_dataset(urls, indices, seed=epoch_seed(seed, epoch), **settings)
+                       .batch(TRANSFER_GROUP).with_options(options))
         return worker_side.apply(tf.data.experimental.service.distribute(
             processing_mode, service, job_name=f"{job_name}-epoch{epoch}" if job_name else None,
             compression=COMPRESSION))
