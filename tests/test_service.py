@@ -63,6 +63,7 @@ def cluster(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("service-logs"))
     yield c
     c.close()
+    assert [proc.returncode for proc in c.procs] == [0, 0, 0]  # SIGTERM: a clean exit
 
 
 def _images(n):
