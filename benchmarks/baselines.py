@@ -22,11 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import tensorflow as tf
 
 import tfeed
-# Explicit modules: the lazy ``tfeed.decode`` / ``tfeed.fetch`` attributes are shadowed by
-# the submodules of the same name once those are imported.
-from tfeed.config import FetchConfig
-from tfeed.decode import decode, decode_image, resize_image
-from tfeed.stats import Stats
+from tfeed import FetchConfig, Stats, decode, decode_image, resize_image
 
 REQUEST_TIMEOUT = 60.0  # seconds; only a safety net, the local servers always answer
 POOL_THREADS = 32

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import tfeed
 from tfeed.config import FetchConfig
-from tfeed.decode import decode_image, resize_image
+from tfeed.decoding import decode_image, resize_image
 from tfeed.native.stage import fetch_native_graph
 from tfeed.service.dataset import service_dataset
 from tfeed.testing import ImageServer, web_like_corpus

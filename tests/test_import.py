@@ -44,3 +44,14 @@ def test_import_is_lazy_and_starts_no_threads():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[0] == "False", "import tfeed alone does not load TensorFlow"
     assert "tfeed-fetch" not in result.stdout
+
+
+def test_stage_names_are_functions_after_the_pipeline_loads():
+    result = _python("""
+        import tfeed
+        tfeed.image_dataset_from_urls
+        import tfeed.pipeline, tfeed.augment
+        print(all(callable(getattr(tfeed, n)) for n in tfeed.__all__ if n != "__version__"))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"

@@ -16,10 +16,10 @@ from tfeed.accounting import account
 from tfeed.augment.stage import plan as plan_augment
 from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig, check_choice
-from tfeed.decode import decode
+from tfeed.decoding import decode
 from tfeed.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
-from tfeed.fetch import fetch
+from tfeed.fetching import fetch
 from tfeed.labels import LABEL_MODES, encode_labels
 from tfeed.progress import ProgressBar
 from tfeed.readers import pair_factory

@@ -13,7 +13,7 @@ from typing import Optional
 from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig
 from tfeed.engine import FetchEngine
-from tfeed.fetch import fetch
+from tfeed.fetching import fetch
 from tfeed.readers import pair_factory
 from tfeed.source import Selection, UrlGenerator, url_dataset
 from tfeed.stats import Stats

@@ -31,7 +31,7 @@ from typing import Optional, Sequence, Tuple
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.decode import check_image_size, decode_image
+from tfeed.decoding import check_image_size, decode_image
 
 Affine = Tuple[tf.Tensor, tf.Tensor]  # (matrix [3, 3], bias [3])
 

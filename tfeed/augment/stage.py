@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfeed.augment.base import Op, Recipe
 from tfeed.augment.randomness import element_keys
-from tfeed.decode import check_image_size
+from tfeed.decoding import check_image_size
 
 DEFAULT_IMAGE_SIZE = (256, 256)
 

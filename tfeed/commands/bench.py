@@ -164,7 +164,7 @@ def _fetch_only(pairs, config, batch_size: int):
     import tensorflow as tf
 
     from tfeed.engine import FetchEngine
-    from tfeed.fetch import fetch
+    from tfeed.fetching import fetch
     from tfeed.pipeline import finish
     from tfeed.stats import Stats
 

@@ -1,4 +1,4 @@
-"""Fetch stages built on the native op: the same contract as :func:`tfeed.fetch.fetch`.
+"""Fetch stages built on the native op: the same contract as :func:`tfeed.fetching.fetch`.
 
 The shape is the tf.data tutorial's ``map(fetch)``, with the network work moved
 out of tf.data's threads::
@@ -51,7 +51,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     the loaded op module (default :func:`tfeed.native.load`).
 
     Raises ValueError for schemes the op does not read (use
-    :func:`tfeed.fetch.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
+    :func:`tfeed.fetching.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
     and RuntimeError when the op is unavailable.
     """
     handle = resolve_policy(on_error)
@@ -119,7 +119,7 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False) -> dict:
     unsupported = [s for s in config.schemes if s.lower() not in NATIVE_SCHEMES]
     if unsupported:
         raise ValueError(f"the native fetch op reads {NATIVE_SCHEMES}, not {tuple(unsupported)}; "
-                         "use tfeed.fetch.fetch (the Python engine) for those schemes")
+                         "use tfeed.fetching.fetch (the Python engine) for those schemes")
     return dict(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, deadline=config.deadline,
                 retries=config.retries, backoff=config.backoff, max_backoff=config.max_backoff,
                 max_redirects=config.max_redirects, max_bytes=config.max_bytes, max_in_flight=config.max_in_flight,
@@ -138,7 +138,7 @@ def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable)
         ops = native.load()
         if ops is None:
             raise RuntimeError("the native fetch op is unavailable (see the warning above); "
-                               "use tfeed.fetch.fetch, or check tfeed.native.available() first")
+                               "use tfeed.fetching.fetch, or check tfeed.native.available() first")
     calls = num_parallel_calls or 2 * math.ceil(config.max_in_flight / group_size)
 
     def fetch_group(urls, labels):

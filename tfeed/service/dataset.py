@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.config import FetchConfig, check_choice
-from tfeed.decode import check_image_size
+from tfeed.decoding import check_image_size
 from tfeed.errors import resolve_policy
 from tfeed.labels import encode_labels
 from tfeed.readers import pair_factory

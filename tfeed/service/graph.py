@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.config import FetchConfig
-from tfeed.decode import decode_image, resize_image
+from tfeed.decoding import decode_image, resize_image
 from tfeed.native.stage import fetch_native_graph
 
 
