@@ -7,13 +7,21 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tfeed-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench sysdeps native clean
+.PHONY: demo test bench sysdeps native torch clean
 
 demo: $(STAMP)
 	$(PY) -m tfeed.demo
 
-test: $(STAMP) sysdeps native
+test: $(STAMP) sysdeps native torch
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# PyTorch for the PyTorch example's test, only from a local CPU wheel (pip's
+# find-links): never a multi-GB CUDA download. Without it that test skips.
+torch: $(STAMP)
+	@$(PY) -c "import torch" 2>/dev/null || \
+	  ($(PY) -m pip install -q --no-index --no-deps 'torch==2.13.0' 2>/dev/null && \
+	   $(PY) -m pip install -q 'torch==2.13.0') || \
+	  echo "no local torch wheel: the PyTorch example test will be skipped" >&2
 
 # The native fetch op, compiled against the installed TensorFlow (cached per
 # TF version; tfeed falls back to its Python engine if this cannot build).
