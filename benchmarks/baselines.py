@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import importlib.util
 import threading
 from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
 import tfeed
-from tfeed import FetchConfig, Stats, decode, decode_image, resize_image
+from tfeed import FetchConfig, decode_image, resize_image
 
 REQUEST_TIMEOUT = 60.0  # seconds; only a safety net, the local servers always answer
 POOL_THREADS = 32
@@ -199,33 +198,10 @@ def tfeed_default(work: Work) -> tf.data.Dataset:
                                          batch_size=work.batch_size, **kwargs)
 
 
-def native_unavailable_reason() -> Optional[str]:
-    """Why the native libcurl fetch op cannot run here, or None when it can."""
-    if importlib.util.find_spec("tfeed.native") is None:
-        return "tfeed.native is not in this tree"
-    try:
-        native = importlib.import_module("tfeed.native")
-        if not native.available():
-            return "tfeed.native.available() is False"
-    except Exception as exc:  # noqa: BLE001
-        return f"tfeed.native does not import: {type(exc).__name__}: {exc}"
-    return None
-
-
-def tfeed_native(work: Work) -> tf.data.Dataset:
-    """tfeed's pipeline with the native libcurl fetch stage instead of the asyncio engine:
-    ``(url, label)`` -> ``fetch_native(FetchConfig())`` -> ``tfeed.decode`` -> batch ->
-    tfeed's options and prefetch (``tfeed.pipeline.finish``)."""
-    reason = native_unavailable_reason()
-    if reason is not None:
-        raise Unavailable(reason)
-    from tfeed.native.stage import fetch_native
-    from tfeed.pipeline import finish
-
-    pairs = tf.data.Dataset.from_tensor_slices((work.urls, tf.constant(work.labels, tf.int64)))
-    fetched = pairs.apply(fetch_native(FetchConfig(), Stats()))
-    images = fetched.apply(decode(tuple(work.image_size))).map(lambda image, label, url: (image, label))
-    return finish(images.batch(work.batch_size))
+def tfeed_python(work: Work) -> tf.data.Dataset:
+    """``image_dataset_from_urls`` with the Python (aiohttp) engine instead of the default native one."""
+    return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
+                                         batch_size=work.batch_size, fetch_engine="python")
 
 
 CANDIDATES: Dict[str, Candidate] = {c.name: c for c in (
@@ -234,8 +210,8 @@ CANDIDATES: Dict[str, Candidate] = {c.name: c for c in (
     Candidate("tutorial", tutorial, "map(py_function(requests.get), AUTOTUNE)"),
     Candidate("threadpool32", threadpool32, "32 threads x requests.Session -> from_generator"),
     Candidate("tensorpack", tensorpack, "tensorpack 0.11 MultiThreadMapData(32, strict=True)"),
-    Candidate("tfeed", tfeed_default, "tfeed.image_dataset_from_urls, defaults"),
-    Candidate("tfeed-native", tfeed_native, "tfeed with the native libcurl fetch op"),
+    Candidate("tfeed", tfeed_default, "tfeed.image_dataset_from_urls, defaults (native engine when built)"),
+    Candidate("tfeed-python", tfeed_python, "tfeed with fetch_engine='python' (aiohttp)"),
 )}
 
 PEERS = ("naive", "tutorial", "threadpool32", "tensorpack")

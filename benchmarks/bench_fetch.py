@@ -4,7 +4,7 @@ One run serves a web-like corpus (real photos as mixed JPEG/PNG/WebP at
 ImageNet-like sizes) from nginx (0 ms) and from tfeed's ``ImageServer`` with
 100 ms +- 20 ms latency per request, and measures for every candidate of
 :mod:`baselines` (decode ceiling, naive, tutorial, threadpool32, tensorpack,
-tfeed, tfeed-native when built): images/s, the ratio to the ceiling, the tail
+tfeed (default engine: native when built), tfeed-python): images/s, the ratio to the ceiling, the tail
 (time from the last batch to end-of-sequence) and peak RSS.
 
     python benchmarks/bench_fetch.py                 # ~10 min: 2000 images, 3 rounds
@@ -419,10 +419,10 @@ def main(argv=None) -> int:
             raise SystemExit(f"--only: unknown candidates {unknown}; choose from {candidates}")
         candidates = [c for c in candidates if c in wanted or c == "ceiling"]
     notes = []
-    native_reason = baselines.native_unavailable_reason()
-    if native_reason and "tfeed-native" in candidates:
-        candidates.remove("tfeed-native")
-        notes.append(f"tfeed-native left out: {native_reason}")
+    from tfeed import native
+
+    notes.append("tfeed row: fetch engine " + ("native (libcurl op)" if native.available()
+                                                else "python (native op unavailable)"))
 
     root, names = load_corpus(args.images, args.seed, args.corpus_cache or os.path.join(args.out, "corpus"))
     paths = [os.path.join(root, name) for name in names]

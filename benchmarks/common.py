@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 # -- memory ------------------------------------------------------------------
 

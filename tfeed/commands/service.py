@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 
 from tfeed.commands.common import EXIT_OK, UsageError

@@ -21,7 +21,7 @@ import itertools
 import logging
 import queue
 import threading
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import numpy as np
 import tensorflow as tf
