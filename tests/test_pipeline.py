@@ -83,7 +83,7 @@ def test_invalid_arguments_are_reported(rows):
                             ({"validation_split": 0.2}, "subset"), ({"subset": "training"}, "validation_split"),
                             ({"validation_split": 1.5, "subset": "training"}, "validation_split"),
                             ({"label_mode": "binary", "class_names": ["a", "b", "c"]}, "binary"),
-                            ({"batch_size": 0}, "batch_size"),
+                            ({"batch_size": 0}, "batch_size"), ({"fetch_engine": "curl"}, "fetch_engine"),
                             ({"crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True}, "aspect")]:
         with pytest.raises(ValueError, match=message):
             tfeed.image_dataset_from_urls(rows, **kwargs)
