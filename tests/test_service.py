@@ -162,10 +162,14 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path):
     snap = ds.stats.snapshot()
     lost = snap["failures"].get(tfeed.service.LOST, 0)
     assert delivered == snap["delivered"]
-    assert lost > 0 and delivered + snap["failed"] == 240, snap
+    # every URL is delivered or counted; a worker that held no unfinished split
+    # when it died loses nothing (seen once in CI-like runs), otherwise `lost`
+    assert delivered + snap["failed"] == 240, snap
+    assert snap["failed"] == lost, snap
     # the survivor finishes its share, then the watchdog waits stall_timeout once
     assert time.monotonic() - killed_at < 240 * 0.2 / 4 + stall + 15, elapsed
-    assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
+    if lost:
+        assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
     print(f"worker killed at 40 delivered; {delivered} delivered of 240, {lost} lost; epoch {elapsed:.1f} s")
 
 
