@@ -24,7 +24,7 @@ from tfeed.labels import LABEL_MODES, encode_labels
 from tfeed.progress import ProgressBar
 from tfeed.readers import pair_factory
 from tfeed.resume import Position
-from tfeed.source import LabelIndex, Selection, UrlGenerator, url_dataset, with_labels
+from tfeed.source import Selection, UrlGenerator, resolve_labels, url_dataset
 from tfeed.stats import Stats
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tuple]
@@ -175,15 +175,9 @@ def image_dataset_from_urls(
     if isinstance(resume_from, (str, os.PathLike)):
         resume_from = Position.load(os.fspath(resume_from))
     factory = pair_factory(source, url_column=url_column, label_column=label_column)
-    label_index = None
-    if labels is None:
+    factory, label_index = resolve_labels(factory, labels, class_names)
+    if label_index is None:
         label_mode = None
-    else:
-        if not isinstance(labels, str):
-            factory, _ = with_labels(factory, labels)
-        elif labels != "inferred":
-            raise ValueError(f'labels must be "inferred", None or a list, got {labels!r}')
-        label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(factory)
     num_classes = len(label_index) if label_index is not None else 0
     encode_labels(label_mode, num_classes)  # validates label_mode against the classes
 

@@ -125,6 +125,21 @@ def with_labels(factory: PairFactory, labels: Sequence) -> Tuple[PairFactory, in
     return (lambda: ((url, label) for (url, _), label in zip(factory(), labels))), count
 
 
+def resolve_labels(factory: PairFactory, labels, class_names: Optional[Sequence[str]]
+                   ) -> Tuple[PairFactory, Optional[LabelIndex]]:
+    """Apply the ``labels`` argument of ``image_dataset_from_urls``: ``None``
+    (no labels: index None), ``"inferred"`` (from the source) or a list (one
+    label per URL).  Returns the pair factory to read and the class index."""
+    if labels is None:
+        return factory, None
+    if not isinstance(labels, str):
+        factory, _ = with_labels(factory, labels)
+    elif labels != "inferred":
+        raise ValueError(f'labels must be "inferred", None or a list, got {labels!r}')
+    label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(factory)
+    return factory, label_index
+
+
 def shuffled(items: Iterator, rng: random.Random, buffer_size: int) -> Iterator:
     """Shuffle with a buffer of ``buffer_size``; a uniform permutation when the
     whole stream fits in the buffer."""

@@ -27,7 +27,7 @@ from tfeed.labels import encode_labels
 from tfeed.readers import pair_factory
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
-from tfeed.source import NO_LABEL, LabelIndex, Selection, with_labels
+from tfeed.source import NO_LABEL, LabelIndex, Selection, resolve_labels
 from tfeed.stats import Stats
 
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
@@ -88,15 +88,9 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
     fetch_kwargs(config)  # ValueError now for schemes the op cannot read
 
     factory = pair_factory(source, url_column=url_column, label_column=label_column)
-    label_index = None
-    if labels is None:
+    factory, label_index = resolve_labels(factory, labels, class_names)
+    if label_index is None:
         label_mode = None
-    else:
-        if not isinstance(labels, str):
-            factory, _ = with_labels(factory, labels)
-        elif labels != "inferred":
-            raise ValueError(f'labels must be "inferred", None or a list, got {labels!r}')
-        label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(factory)
     num_classes = len(label_index) if label_index is not None else 0
     label_stage = encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1))
 
