@@ -199,13 +199,9 @@ def image_dataset_from_urls(
                                  pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
                                  isolate_errors=False,
                                  num_parallel_calls=num_parallel_calls or 2 * (os.cpu_count() or 2),
-                                 deterministic=deterministic, decoder=augmentation.decoder))
-                   .apply(encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1)))
-                   .apply(augmentation.apply))
-        if label_mode is None:
-            dataset = dataset.map(lambda image, label, url: (image, url))
-        if batch_size is not None:
-            dataset = dataset.batch(int(batch_size))
+                                 deterministic=deterministic, decoder=augmentation.decoder)))
+        dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size, augmentation.apply
+                                    if augmentation.augment is not None else None)
         dataset = dataset.apply(account(stats))
         dataset = finish(dataset, prefetch_to_device, autotune=autotune)
         dataset.class_names = list(label_index.class_names) if label_index is not None else None
@@ -217,6 +213,24 @@ def image_dataset_from_urls(
 
 
 FETCH_ENGINES = ("auto", "native", "python")
+
+
+def batch_with_labels(dataset: tf.data.Dataset, label_mode: Optional[str], num_classes: int,
+                      batch_size: Optional[int], augment_stage: Optional[Callable] = None) -> tf.data.Dataset:
+    """``(image, index, *rest)`` examples -> batches of ``(image[, label], *rest)``.
+
+    Labels are encoded once per batch, not per example (a sequential
+    per-example map there cost 5-10% of throughput), unless ``augment_stage``
+    (``Dataset -> Dataset`` over ``(image, label, *rest)``) must see them per
+    example.
+    """
+    if augment_stage is not None:
+        dataset = dataset.apply(encode_labels(label_mode or "int", num_classes)).apply(augment_stage)
+    if batch_size is not None:
+        dataset = dataset.batch(int(batch_size))
+    if augment_stage is None:
+        return dataset.apply(encode_labels(label_mode, num_classes))
+    return dataset.map(lambda image, label, *rest: (image, *rest)) if label_mode is None else dataset
 
 
 def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cache: Optional[DiskCache], *,

@@ -92,7 +92,7 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
     if label_index is None:
         label_mode = None
     num_classes = len(label_index) if label_index is not None else 0
-    label_stage = encode_labels(label_mode if label_mode is not None else "int", max(num_classes, 1))
+    encode_labels(label_mode, num_classes)  # validates label_mode against the classes
 
     subsets = ("training", "validation") if subset == "both" else (subset,)
     datasets = []
@@ -109,7 +109,7 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
             tf.TensorSpec([None, *image_size, 3], tf.float32), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.string))).unbatch()
-        datasets.append(_client_stages(dataset, stats, label_stage, label_mode, batch_size, prefetch_to_device,
+        datasets.append(_client_stages(dataset, stats, max(num_classes, 1), label_mode, batch_size, prefetch_to_device,
                                        autotune, progress, name, label_index))
     return tuple(datasets) if subset == "both" else datasets[0]
 
@@ -174,17 +174,13 @@ def _distributed_epochs(urls, indices, settings, seed, service, processing_mode,
     return make
 
 
-def _client_stages(dataset, stats, label_stage, label_mode, batch_size, prefetch_to_device, autotune, progress,
+def _client_stages(dataset, stats, num_classes, label_mode, batch_size, prefetch_to_device, autotune, progress,
                    name, label_index):
     from tfeed.accounting import account
-    from tfeed.pipeline import finish
+    from tfeed.pipeline import batch_with_labels, finish
     from tfeed.progress import ProgressBar
 
-    dataset = dataset.apply(label_stage)
-    if label_mode is None:
-        dataset = dataset.map(lambda image, label, url: (image, url))
-    if batch_size is not None:
-        dataset = dataset.batch(int(batch_size))
+    dataset = batch_with_labels(dataset, label_mode, num_classes, batch_size)
     dataset = finish(dataset.apply(account(stats)), prefetch_to_device, autotune=autotune)
     if progress:
         ProgressBar(stats, desc=name or "tfeed")
