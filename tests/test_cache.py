@@ -37,11 +37,24 @@ def _indices(ds, small_images):
     return match_images(images, [small_images[n] for n in sorted(small_images)], SIZE)
 
 
-def test_second_epoch_comes_from_cache_with_no_requests(served, small_images, tmp_path):
+@pytest.fixture()
+def engine(request):
+    """The fetch engine under test; native is skipped where the op is unavailable."""
+    from tfeed import native
+
+    if request.param == "native" and not native.available():
+        pytest.skip("native fetch op unavailable")
+    return request.param
+
+
+@pytest.mark.parametrize("engine", ["native", "python"], indirect=True)
+def test_second_epoch_comes_from_cache_with_no_requests(served, small_images, tmp_path, engine):
     ds = tfeed.image_dataset_from_urls(_pairs(served, small_images), image_size=SIZE, batch_size=8,
-                                       cache_dir=str(tmp_path / "cache"), seed=0)
+                                       cache_dir=str(tmp_path / "cache"), seed=0, fetch_engine=engine)
     first = sorted(_indices(ds, small_images))
     assert served.request_count() == len(small_images)
+    cache = DiskCache(str(tmp_path / "cache"))  # either engine writes the one format
+    assert all(cache.get(served.url(name)) == small_images[name] for name in small_images)
     served.stop()
     second = sorted(_indices(ds, small_images))
     assert first == second == list(range(len(small_images)))
@@ -49,7 +62,8 @@ def test_second_epoch_comes_from_cache_with_no_requests(served, small_images, tm
     assert snap["cache_hits"] == len(small_images) and snap["failed"] == 0
 
 
-def test_corrupt_and_truncated_entries_are_refetched(served, small_images, tmp_path):
+@pytest.mark.parametrize("engine", ["native", "python"], indirect=True)
+def test_corrupt_and_truncated_entries_are_refetched(served, small_images, tmp_path, engine):
     cache = DiskCache(str(tmp_path))
     names = sorted(small_images)[:3]
     for name in names:
@@ -67,7 +81,7 @@ def test_corrupt_and_truncated_entries_are_refetched(served, small_images, tmp_p
     cache.put(served.url(names[0]), b"\xff\xd8\xff" + b"x" * 10)  # valid entry, undecodable body
     open(cache.path_for(served.url(names[0])), "r+b").truncate(30)
     ds = tfeed.image_dataset_from_urls([(served.url(n), "x") for n in names], image_size=SIZE, batch_size=None,
-                                       cache_dir=cache)
+                                       cache_dir=cache, fetch_engine=engine)
     assert len(list(ds)) == 3
     assert served.request_count() == 2
 
@@ -142,11 +156,12 @@ def test_eviction_keeps_the_cap_and_the_recent_entries(tmp_path):
     assert cache.get("http://x/1") is None
 
 
-def test_dead_urls_are_not_requested_again_within_the_window(served, small_images, tmp_path):
+@pytest.mark.parametrize("engine", ["native", "python"], indirect=True)
+def test_dead_urls_are_not_requested_again_within_the_window(served, small_images, tmp_path, engine):
     dead = served.url("gone.jpg")
     cache = DiskCache(str(tmp_path), remember_failures_s=1.5)
     ds = tfeed.image_dataset_from_urls(_pairs(served, small_images, [(dead, "x")]), image_size=SIZE,
-                                       batch_size=8, cache_dir=cache)
+                                       batch_size=8, cache_dir=cache, fetch_engine=engine)
     for _ in range(2):
         assert sorted(_indices(ds, small_images)) == list(range(len(small_images)))
     assert served.request_count("gone.jpg") == 1

@@ -127,17 +127,17 @@ class FetchEngine:
         return ticket
 
     def _from_cache(self, url: str, label: int) -> Optional[Result]:
-        reason = self.cache.remembered_failure(url)
-        if reason is not None:
-            failure = errors.Failure(url, reason, "remembered from an earlier attempt (cache)")
-            self.stats.record_failure(failure)
-            return Result(url, int(label), None, failure, cached=True)
         body = self.cache.get(url)
-        if body is None:
+        if body is not None:  # a body is only stored after a success, so it wins over a remembered failure
+            self.stats.record_cache_hit()
+            self.stats.record_fetched(url, len(body))
+            return Result(url, int(label), body, None, cached=True)
+        reason = self.cache.remembered_failure(url)
+        if reason is None:
             return None
-        self.stats.record_cache_hit()
-        self.stats.record_fetched(url, len(body))
-        return Result(url, int(label), body, None, cached=True)
+        failure = errors.Failure(url, reason, "remembered from an earlier attempt (cache)")
+        self.stats.record_failure(failure)
+        return Result(url, int(label), None, failure, cached=True)
 
     def collect(self, ticket: int) -> List[Result]:
         """Block until the ticket's results are ready; release their bytes."""

@@ -122,7 +122,7 @@ def image_dataset_from_urls(
       progress: show a tqdm progress bar per epoch (stderr).
       fetch_engine: ``"native"`` (the libcurl op, GIL-free: compiled on first
         use, see :mod:`tfeed.native`), ``"python"`` (aiohttp on a background
-        loop: needed for ``cache_dir`` and ``gs://``-style schemes), or
+        loop: needed for a size-capped cache and ``gs://``-style schemes), or
         ``"auto"``: native when it loads and the settings allow, else Python.
       service / processing_mode / job_name: run fetch and decode on a tf.data
         service cluster (``"grpc://host:port"`` of ``tfeed service
@@ -241,15 +241,17 @@ def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cach
     from tfeed import native
     from tfeed.native.stage import NATIVE_SCHEMES, fetch_native
 
-    native_ok = cache is None and {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES)
+    native_ok = ((cache is None or cache.max_bytes is None)
+                 and {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES))
     if choice == "native" and not native_ok:
-        raise ValueError("fetch_engine='native' cannot use cache_dir or schemes beyond "
+        raise ValueError("fetch_engine='native' cannot use a cache with max_bytes or schemes beyond "
                          f"{NATIVE_SCHEMES}; use fetch_engine='python'")
     ops = native.load() if choice != "python" and native_ok else None
     if ops is None and choice == "native":
         raise RuntimeError("fetch_engine='native': the native fetch op is unavailable (see the warning above)")
     if ops is not None:
-        return fetch_native(config, stats, on_error=on_error, deterministic=deterministic, ops=ops), None
+        return fetch_native(config, stats, on_error=on_error, deterministic=deterministic, ops=ops,
+                            cache=cache), None
     engine = FetchEngine(config, stats, seed=seed, cache=cache)
     return fetch(engine, on_error=on_error, deterministic=deterministic), engine
 

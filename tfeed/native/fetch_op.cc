@@ -38,6 +38,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -155,6 +156,8 @@ struct Options {
   bool http = false, https = false, file = false, trust_env = false, pass_transcodable = false;
   std::vector<std::string> schemes;
   std::string user_agent, protocols;
+  std::string cache_dir;  // "": no cache
+  double remember_failures_s = 0;
 };
 
 enum class Kind { kNotImage, kDecodable, kTranscodable };
@@ -285,6 +288,180 @@ Verdict ReadLocal(const std::string& url, const Options& opt, tstring* body) {
 }
 
 // ---------------------------------------------------------------------------
+// The download cache (tfeed/cache.py's format): <dir>/<aa>/<sha256(url) hex>
+// holds "TFC1" | length u64 LE | crc32 u32 LE | body; "<entry>.fail" holds a
+// remembered permanent failure's reason, valid for remember_failures_s after
+// its mtime.  Entries are written to a temporary file and renamed into place.
+
+class Sha256 {
+ public:
+  static std::string Hex(const std::string& text) {
+    static const uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    uint32_t h[8];
+    std::memcpy(h, kInit, sizeof h);
+    std::string msg = text;
+    const uint64_t bits = static_cast<uint64_t>(text.size()) * 8;
+    msg += static_cast<char>(0x80);
+    while (msg.size() % 64 != 56) msg += '\0';
+    for (int i = 7; i >= 0; --i) msg += static_cast<char>((bits >> (8 * i)) & 0xff);
+    for (size_t block = 0; block < msg.size(); block += 64) Compress(h, reinterpret_cast<const uint8_t*>(&msg[block]));
+    static const char kDigits[] = "0123456789abcdef";
+    std::string hex;
+    for (uint32_t word : h)
+      for (int shift = 28; shift >= 0; shift -= 4) hex += kDigits[(word >> shift) & 0xf];
+    return hex;
+  }
+
+ private:
+  static uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+  static void Compress(uint32_t* h, const uint8_t* p) {
+    static const uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = (uint32_t(p[4 * i]) << 24) | (uint32_t(p[4 * i + 1]) << 16) | (uint32_t(p[4 * i + 2]) << 8) | p[4 * i + 3];
+    for (int i = 16; i < 64; ++i) {
+      uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; ++i) {
+      uint32_t t1 = hh + (Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      uint32_t t2 = (Rotr(a, 2) ^ Rotr(a, 13) ^ Rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+  }
+};
+
+// zlib's crc32 (the cache's checksum), from the system libz; null if absent.
+using Crc32Fn = unsigned long (*)(unsigned long, const unsigned char*, unsigned int);
+Crc32Fn Crc32() {
+  static const Crc32Fn fn = [] {
+    void* lib = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    return lib == nullptr ? nullptr : reinterpret_cast<Crc32Fn>(dlsym(lib, "crc32"));
+  }();
+  return fn;
+}
+
+uint32_t Checksum(const char* data, size_t n) {
+  unsigned long crc = 0;
+  while (n > 0) {
+    unsigned int chunk = static_cast<unsigned int>(std::min<size_t>(n, 1u << 30));
+    crc = Crc32()(crc, reinterpret_cast<const unsigned char*>(data), chunk);
+    data += chunk, n -= chunk;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+constexpr char kCacheMagic[4] = {'T', 'F', 'C', '1'};
+constexpr size_t kCacheHeader = 16;
+const char* const kPermanentReasons[] = {"http_404", "http_410", "not_image"};
+
+std::string CachePath(const std::string& dir, const std::string& url) {
+  std::string digest = Sha256::Hex(url);
+  return dir + "/" + digest.substr(0, 2) + "/" + digest;
+}
+
+bool ReadAll(const std::string& path, std::string* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (ok) {
+    out->resize(st.st_size);
+    size_t got = 0;
+    while (got < out->size()) {
+      ssize_t r = read(fd, &(*out)[got], out->size() - got);
+      if (r <= 0) break;
+      got += r;
+    }
+    out->resize(got);
+  }
+  close(fd);
+  return ok;
+}
+
+// The cached body of an entry, or false (missing; a corrupt entry is deleted).
+bool ReadCached(const std::string& path, tstring* body) {
+  std::string data;
+  if (!ReadAll(path, &data)) return false;
+  uint64_t length = 0;
+  uint32_t crc = 0;
+  bool ok = data.size() >= kCacheHeader && std::memcmp(data.data(), kCacheMagic, 4) == 0;
+  if (ok) {
+    std::memcpy(&length, data.data() + 4, 8);  // little-endian, as x86 and arm64 Linux are
+    std::memcpy(&crc, data.data() + 12, 4);
+    ok = length == data.size() - kCacheHeader && Checksum(data.data() + kCacheHeader, length) == crc;
+  }
+  if (!ok) {
+    unlink(path.c_str());
+    return false;
+  }
+  body->assign(data.data() + kCacheHeader, length);
+  return true;
+}
+
+// A remembered permanent failure's reason, or "" (none, or expired and deleted).
+std::string RememberedFailure(const std::string& path, double remember_s) {
+  std::string fail_path = path + ".fail", reason;
+  struct stat st;
+  if (remember_s <= 0 || stat(fail_path.c_str(), &st) != 0) return "";
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  double age = static_cast<double>(now.tv_sec - st.st_mtim.tv_sec) + 1e-9 * (now.tv_nsec - st.st_mtim.tv_nsec);
+  if (age > remember_s) {
+    unlink(fail_path.c_str());
+    return "";
+  }
+  return ReadAll(fail_path, &reason) ? reason : "";
+}
+
+void WriteAtomic(const std::string& path, const std::string& head, const char* data, size_t n) {
+  mkdir(path.substr(0, path.rfind('/')).c_str(), 0777);
+  char suffix[64];
+  std::snprintf(suffix, sizeof suffix, ".%d.%lu.tmp", static_cast<int>(getpid()),
+                static_cast<unsigned long>(pthread_self()));
+  std::string tmp = path + suffix;
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) return;  // a cache that cannot be written only costs later downloads
+  bool ok = true;
+  for (auto [p, left] : {std::pair<const char*, size_t>{head.data(), head.size()}, {data, n}}) {
+    while (ok && left > 0) {
+      ssize_t w = write(fd, p, left);
+      ok = w > 0;
+      if (ok) p += w, left -= w;
+    }
+  }
+  ok = close(fd) == 0 && ok;
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) unlink(tmp.c_str());
+}
+
+void StoreCached(const std::string& path, const tstring& body) {
+  std::string head(kCacheMagic, 4);
+  uint64_t length = body.size();
+  uint32_t crc = Checksum(body.data(), body.size());
+  head.append(reinterpret_cast<const char*>(&length), 8).append(reinterpret_cast<const char*>(&crc), 4);
+  WriteAtomic(path, head, body.data(), body.size());
+}
+
+void RememberFailure(const std::string& path, const std::string& reason, double remember_s) {
+  if (remember_s <= 0) return;
+  for (const char* permanent : kPermanentReasons)
+    if (reason == permanent) return WriteAtomic(path + ".fail", reason, "", 0);
+}
+
+// ---------------------------------------------------------------------------
 // One kernel invocation (a batch) and one URL of it (a transfer).
 
 struct Batch;
@@ -296,6 +473,7 @@ struct Transfer {
   int64_t out = 0;   // index into the batch's outputs
   int64_t slot = 0;  // index into the batch's transfers
   std::string url;
+  std::string cache_path;  // where a success is stored; "" without a cache
   State state = State::kQueued;
   CURL* easy = nullptr;
   size_t active_pos = 0;
@@ -821,6 +999,10 @@ class Fetcher {
     Batch* b = t->batch;
     if (t->state == State::kActive || t->state == State::kWaiting) --in_flight_;
     t->state = State::kDone;
+    if (!t->cache_path.empty()) {
+      if (v.ok) StoreCached(t->cache_path, t->body);
+      else RememberFailure(t->cache_path, v.reason, b->opt->remember_failures_s);
+    }
     if (v.ok) b->bodies[t->out] = std::move(t->body);
     b->reasons[t->out] = v.ok ? "" : v.reason;
     b->details[t->out] = v.detail;
@@ -962,6 +1144,11 @@ class TfeedFetchOp : public AsyncOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pass_transcodable", &opt->pass_transcodable));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("user_agent", &opt->user_agent));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("schemes", &opt->schemes));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cache_dir", &opt->cache_dir));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("remember_failures_s", &f));
+    opt->remember_failures_s = f;
+    OP_REQUIRES(ctx, opt->cache_dir.empty() || Crc32() != nullptr,
+                tensorflow::errors::FailedPrecondition("cache_dir needs zlib (libz.so.1) for its checksums"));
     for (auto& s : opt->schemes) {
       std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
       opt->http |= s == "http";
@@ -1000,7 +1187,13 @@ class TfeedFetchOp : public AsyncOpKernel {
       std::string scheme = SchemeOf(url);
       batch->attempts[i] = 0;
       if ((scheme == "http" && opt.http) || (scheme == "https" && opt.https)) {
+        std::string cache_path;
+        if (!opt.cache_dir.empty()) {
+          cache_path = CachePath(opt.cache_dir, url);
+          if (FromCache(cache_path, opt, i, batch.get())) continue;
+        }
         Transfer& t = batch->transfers[batch->size];
+        t.cache_path = std::move(cache_path);
         t.slot = batch->size++;
         t.batch = batch.get();
         t.out = i;
@@ -1036,6 +1229,23 @@ class TfeedFetchOp : public AsyncOpKernel {
   }
 
  private:
+  // Answers URL i of the batch from the cache (attempts 0 marks it); false on a miss.
+  static bool FromCache(const std::string& path, const Options& opt, int64_t i, Batch* batch) {
+    Verdict v;
+    if (ReadCached(path, &batch->bodies[i])) {
+      v = CheckImage(batch->bodies[i], opt);
+    } else {
+      v.reason = RememberedFailure(path, opt.remember_failures_s);
+      if (v.reason.empty()) return false;
+      v.detail = "remembered from an earlier attempt (cache)";
+    }
+    if (!v.ok) batch->bodies[i] = tstring();
+    batch->attempts[i] = 0;
+    batch->reasons[i] = v.ok ? "" : v.reason;
+    batch->details[i] = v.detail;
+    return true;
+  }
+
   std::shared_ptr<const Options> opt_;
 };
 
@@ -1074,6 +1284,8 @@ REGISTER_OP("TfeedFetch")
     .Attr("trust_env: bool = false")
     .Attr("user_agent: string = 'tfeed'")
     .Attr("pass_transcodable: bool = false")
+    .Attr("cache_dir: string = ''")
+    .Attr("remember_failures_s: float = 86400.0")
     .SetIsStateful()
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       for (int i = 0; i < 4; ++i) c->set_output(i, c->input(0));
@@ -1086,9 +1298,13 @@ bodies: the image bytes, "" where the URL failed.
 reasons: "" for success, else a tfeed failure reason (timeout, connection, dns,
   too_large, truncated, too_many_redirects, not_image, decode_error,
   invalid_url, read_error, http_<code> for 4xx, http_5xx).
-attempts: tries made (1 = no retry, 0 = none: the URL was invalid).
+attempts: tries made (1 = no retry; 0 = none: the URL was invalid, or it was
+  answered from cache_dir -- a body, or a remembered permanent failure).
 details: for a failure, a human explanation; for a success, "" or, with
   pass_transcodable, the format (tiff, jp2, pnm) the caller must transcode.
+cache_dir: a tfeed.DiskCache directory ("" for none): http(s) bodies are read
+  from it and stored in it; permanent failures (http_404, http_410, not_image)
+  are remembered for remember_failures_s seconds.  No size cap or LRU refresh.
 )doc");
 
 REGISTER_OP("TfeedCurlVersion").Output("version: string").SetIsStateful();

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed import errors, sniff
+from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.stats import Stats
@@ -40,7 +41,7 @@ NATIVE_SCHEMES = ("http", "https", "file")
 
 def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "skip", deterministic: bool = False,
                  group_size: int = DEFAULT_GROUP_SIZE, num_parallel_calls: Optional[int] = None,
-                 ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+                 ops=None, cache: Optional[DiskCache] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements: ``(url: tf.string [], label: tf.int64 [])`` or groups of
@@ -48,19 +49,28 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     downloaded as an image; failures are counted in ``stats``, handed to
     ``on_error`` and dropped.  ``num_parallel_calls`` groups are fetched at
     once (default ``2 * ceil(config.max_in_flight / group_size)``).  ``ops`` is
-    the loaded op module (default :func:`tfeed.native.load`).
+    the loaded op module (default :func:`tfeed.native.load`).  ``cache``: a
+    :class:`tfeed.DiskCache` without ``max_bytes`` (the op reads and writes
+    its format itself, GIL-free, but keeps no size cap).
 
     Raises ValueError for schemes the op does not read (use
     :func:`tfeed.fetching.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
     and RuntimeError when the op is unavailable.
     """
     handle = resolve_policy(on_error)
-    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=True)
+    if cache is not None and cache.max_bytes is not None:
+        raise ValueError("the native fetch op keeps no cache size cap: use a DiskCache without max_bytes, "
+                         "or fetch_engine='python'")
+    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=True,
+                                      cache=cache)
     ordered = bool(deterministic)
 
     def record(urls, reasons, attempts, details, sizes):
         keep = reasons.numpy() == b""
-        stats.record_retries(int(np.maximum(attempts.numpy() - 1, 0).sum()))
+        attempts = attempts.numpy()
+        stats.record_retries(int(np.maximum(attempts - 1, 0).sum()))
+        if cache is not None:
+            stats.record_cache_hit(int((keep & (attempts == 0)).sum()))
         try:
             for url, ok, reason, detail, size in zip(urls.numpy(), keep, reasons.numpy(), details.numpy(),
                                                      sizes.numpy()):
@@ -114,8 +124,9 @@ def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, grou
     return apply
 
 
-def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False) -> dict:
-    """The op's attributes for ``config`` (``ops.tfeed_fetch(urls, **fetch_kwargs(config))``)."""
+def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Optional[DiskCache] = None) -> dict:
+    """The op's attributes for ``config`` and ``cache``
+    (``ops.tfeed_fetch(urls, **fetch_kwargs(config))``)."""
     unsupported = [s for s in config.schemes if s.lower() not in NATIVE_SCHEMES]
     if unsupported:
         raise ValueError(f"the native fetch op reads {NATIVE_SCHEMES}, not {tuple(unsupported)}; "
@@ -125,13 +136,15 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False) -> dict:
                 max_redirects=config.max_redirects, max_bytes=config.max_bytes, max_in_flight=config.max_in_flight,
                 connections_per_host=config.connections_per_host, dns_cache_ttl=config.dns_cache_ttl,
                 schemes=[s.lower() for s in config.schemes], trust_env=config.trust_env,
-                user_agent=config.user_agent, pass_transcodable=pass_transcodable)
+                user_agent=config.user_agent, pass_transcodable=pass_transcodable,
+                cache_dir=cache.directory if cache is not None else "",
+                remember_failures_s=cache.remember_failures_s if cache is not None else 0.0)
 
 
-def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable):
+def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable, cache=None):
     if group_size < 1 or (num_parallel_calls is not None and num_parallel_calls < 1):
         raise ValueError(f"group_size and num_parallel_calls must be >= 1, got {group_size}, {num_parallel_calls}")
-    attrs = fetch_kwargs(config, pass_transcodable)
+    attrs = fetch_kwargs(config, pass_transcodable, cache)
     if ops is None:
         from tfeed import native
 
