@@ -202,9 +202,9 @@ def image_dataset_from_urls(
                                  isolate_errors=False,
                                  num_parallel_calls=num_parallel_calls or DECODE_CALLS_PER_CORE * (os.cpu_count() or 2),
                                  deterministic=deterministic, decoder=augmentation.decoder)))
-        dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size, augmentation.apply
-                                    if augmentation.augment is not None else None)
-        dataset = dataset.apply(account(stats))
+        dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
+                                    augmentation.apply if augmentation.per_example else None)
+        dataset = dataset.apply(augmentation.drop_keys).apply(account(stats))
         dataset = finish(dataset, prefetch_to_device, autotune=autotune)
         dataset.class_names = list(label_index.class_names) if label_index is not None else None
         dataset.stats = stats

@@ -105,7 +105,9 @@ def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
         return (*element, element_key_from(epoch_part, element[url_index]))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        paired = tf.data.Dataset.zip((dataset.map(lambda *element: element), epoch_keys(seed, lambda: next(counter))))
+        if not isinstance(dataset.element_spec, tuple):
+            dataset = dataset.map(lambda value: (value,))
+        paired = tf.data.Dataset.zip((dataset, epoch_keys(seed, lambda: next(counter))))
         return paired.map(add_key, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
                           name="tfeed_element_keys")
 

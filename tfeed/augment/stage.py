@@ -3,9 +3,9 @@
 Three kinds of ``augment``, three wirings (elements after fetch are
 ``(body, label, url)``)::
 
-    Recipe (a preset):  keys -> recipe.decode(body, key) -> labels -> recipe.after_decode(image, label, key)
-    other tfeed op:     keys -> decode + resize(image_size) -> labels -> op(image, label, key)
-    fn(image, label):          decode + resize(image_size) -> labels -> fn(image, label)
+    Recipe (a preset):  keys -> recipe.decode + recipe.after_decode (one map) -> batch -> labels, drop keys
+    other tfeed op:     keys -> decode + resize(image_size) -> labels -> op(image, label, key) -> batch
+    fn(image, label):          decode + resize(image_size) -> labels -> fn(image, label) -> batch
 
 ``keys`` appends ``key = [hash(url), hash(seed, epoch)]`` (see
 :mod:`tfeed.augment.randomness`) and the augment step drops it again.
@@ -44,11 +44,24 @@ class AugmentPlan:
 
     @property
     def decoder(self) -> Optional[Callable]:
-        """``fn(body, label, url, key) -> image`` replacing decode + resize, or None."""
+        """``fn(body, label, url, key) -> image`` replacing decode + resize, or
+        None.  A Recipe runs whole in it (one map per example, not two)."""
         if not isinstance(self.augment, Recipe):
             return None
         recipe = self.augment
-        return lambda body, label, url, key: recipe.decode(body, key)
+        return lambda body, label, url, key: recipe.after_decode(recipe.decode(body, key), label, key)[0]
+
+    @property
+    def per_example(self) -> bool:
+        """Whether :meth:`apply` adds a per-example stage (which then sees encoded labels)."""
+        return self.augment is not None and not isinstance(self.augment, Recipe)
+
+    def drop_keys(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """After batching: ``(*columns, keys)`` -> ``columns`` where a Recipe's
+        keys are still attached; unchanged otherwise."""
+        if not isinstance(self.augment, Recipe):
+            return dataset
+        return dataset.map(lambda *columns: columns[:-1])
 
     def keys(self, first_epoch: int = 0) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
         """Stage after fetch: ``(body, label, url)`` -> ``(body, label, url, key)``
@@ -58,13 +71,12 @@ class AugmentPlan:
         return element_keys(self.seed, url_index=2, first_epoch=first_epoch)
 
     def apply(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        """Stage after labels: ``(image, label, url[, key])`` -> ``(image, label, url)``."""
+        """Stage after labels: ``(image, label, url[, key])`` -> ``(image, label, url)``
+        (none for a Recipe: it ran in :attr:`decoder`)."""
         augment = self.augment
-        if augment is None:
+        if not self.per_example:
             return dataset
-        if isinstance(augment, Recipe):
-            step = lambda image, label, url, key: (*augment.after_decode(image, label, key), url)
-        elif self.seeded:
+        if self.seeded:
             step = lambda image, label, url, key: (*augment(image, label, key), url)
         else:
             step = lambda image, label, url: (*augment(image, label), url)
