@@ -133,12 +133,19 @@ class _Handler:
             self.memo_left -= len(data)
         return data
 
-    def app(self):
-        app = web.Application()
-        app.router.add_get(STATS_PATH, self.stats)
-        app.router.add_post(STATS_PATH + "/reset", self.reset)
-        app.router.add_get("/{name:.+}", self.serve)
-        return app
+    async def dispatch(self, request):
+        """Route a request (aiohttp's low-level server: no router or middleware
+        work per request, ~20% less CPU than a web.Application)."""
+        path, method = request.path, request.method
+        if path == STATS_PATH and method in ("GET", "HEAD"):
+            return await self.stats(request)
+        if path == STATS_PATH + "/reset" and method == "POST":
+            return await self.reset(request)
+        if method not in ("GET", "HEAD"):
+            return web.Response(status=405, text=f"{method} not allowed\n")
+        if len(path) < 2:
+            return web.Response(status=404, text="no image name in the path\n")
+        return await self.serve(request, path[1:])
 
     async def stats(self, request):
         return web.json_response({"total": sum(self.counts.values()), "by_name": dict(self.counts), "pid": os.getpid()})
@@ -148,8 +155,7 @@ class _Handler:
         self.failures.clear()
         return await self.stats(request)
 
-    async def serve(self, request):
-        name = request.match_info["name"]
+    async def serve(self, request, name):
         self.counts[name] += 1
         try:
             return await self._serve(request, name, request.query)
@@ -240,8 +246,8 @@ class _Handler:
 
 async def _start_site(handler, host, port):
     """Start serving ``handler`` on ``host:port`` (0 = free port); return (runner, port)."""
-    runner = web.AppRunner(handler.app(), handle_signals=False, access_log=None,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True)
+    server = web.Server(handler.dispatch, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
