@@ -22,6 +22,7 @@ print the fetch statistics.
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -97,11 +98,18 @@ def main(argv=None):
     snapshot = stats.snapshot()
     print(json.dumps({"delivered": snapshot["delivered"], "failed": snapshot["failed"],
                       "failures": snapshot["failures"]}), flush=True)
-    worker.stop()
-    dispatcher.stop()
     if server is not None:
         server.stop()
-    return 0
+    return exit_with_servers_running(dispatcher, worker)
+
+
+def exit_with_servers_running(*servers):
+    """End the process, which stops ``servers``.  Not ``WorkerServer.stop()``: it holds
+    the GIL while it waits for the worker's task, and a task inside one of tfeed's
+    ``py_function`` steps then waits for the GIL forever (seen in tests)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spec_of(dataset):
