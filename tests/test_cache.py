@@ -247,3 +247,13 @@ def test_warm_command_resumes_and_summarises(served, small_images, tmp_path):
     second = subprocess.run(command + ["--no-progress"], capture_output=True, text=True, env=env, timeout=120)
     assert json.loads(second.stdout)["cache_hits"] == len(small_images)
     assert served.request_count() == len(small_images) + 1, "the rerun requested nothing"
+
+
+def test_a_size_capped_cache_uses_the_python_engine(served, small_images, tmp_path):
+    capped = DiskCache(str(tmp_path), max_bytes=10_000_000)
+    ds = tfeed.image_dataset_from_urls(_pairs(served, small_images), image_size=SIZE, batch_size=8, cache_dir=capped)
+    assert ds.fetch_engine == "python"
+    assert sorted(_indices(ds, small_images)) == list(range(len(small_images)))
+    with pytest.raises(ValueError, match="max_bytes"):
+        tfeed.image_dataset_from_urls(_pairs(served, small_images), image_size=SIZE, cache_dir=capped,
+                                      fetch_engine="native")
