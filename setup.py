@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfeed", "tfeed.*"]),
-    package_data={"tfeed.native": ["fetch_op.cc"]},
+    package_data={"tfeed.native": ["*.cc"]},
     python_requires=">=3.9",
     # `tensorflow` (not tensorflow-cpu): GPU users install tensorflow[and-cuda] on top.
     install_requires=[

@@ -432,3 +432,53 @@ def test_graph_stage_runs_on_a_tf_data_service_worker(ops, server, jpg, small_im
     assert out == [(i, b"", True) for i in range(40)] + [(40, b"http_404", False)]
     worker.stop()
     dispatcher.stop()
+
+
+def test_try_call_returns_zeros_and_the_error_instead_of_failing(ops, photos):
+    good = photos["astronaut.jpg"]
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def decode(body):
+        return tf.cast(tf.image.resize(tf.io.decode_image(body, channels=3, expand_animations=False), (8, 8)),
+                       tf.float32)
+
+    def tried(body):
+        (image,), ok, error = ops.tfeed_try_call([body], Tout=[tf.float32], output_shapes=[[8, 8, 3]],
+                                                 f=decode.get_concrete_function())
+        return image, ok, error
+
+    batches = list(tf.data.Dataset.from_tensor_slices([good, b"not an image", good[:60]])
+                   .map(tried, num_parallel_calls=2).batch(3))
+    (images, ok, error), = batches  # a failing element does not fail the batch
+    assert ok.numpy().tolist() == [True, False, False]
+    np.testing.assert_allclose(images[0].numpy(), decode(tf.constant(good)).numpy())
+    assert not images[1:].numpy().any()
+    assert error[0] == b"" and b"image" in error[1].numpy().lower() and b"\n" not in error[1].numpy()
+
+
+def test_keep_rows_forwards_or_drops_rows(ops):
+    floats = tf.reshape(tf.range(12, dtype=tf.float32), [3, 2, 2])
+    strings = tf.constant(["a", "b", "c"])
+    kept = ops.tfeed_keep_rows([True, True, True], [floats, strings])
+    assert kept[0].numpy().tolist() == floats.numpy().tolist() and kept[1].numpy().tolist() == [b"a", b"b", b"c"]
+    kept = ops.tfeed_keep_rows([True, False, True], [floats, strings])
+    np.testing.assert_array_equal(kept[0].numpy(), floats.numpy()[[0, 2]])
+    assert kept[1].numpy().tolist() == [b"a", b"c"]
+    assert [t.shape[0] for t in ops.tfeed_keep_rows([False] * 3, [floats, strings])] == [0, 0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rows"):
+        ops.tfeed_keep_rows([True, False], [floats])
+
+
+def test_undecodable_body_is_counted_with_the_decoders_message(ops, server, small_images, jpg):
+    names = sorted(small_images)[:6]
+    pairs = [(server.url(n), 0) for n in names] + [(server.url(jpg, corrupt=1), 0)]
+    ds = tfeed.image_dataset_from_urls(pairs, image_size=(16, 16), batch_size=len(pairs), fetch_engine="native",
+                                       shuffle=False)
+    (images, labels), = list(ds)  # the batch holding the undecodable body is one example short
+    assert images.shape == (len(names), 16, 16, 3)
+    snapshot = ds.stats.snapshot()
+    assert snapshot["delivered"] == len(names) and snapshot["failures"] == {"decode_error": 1}
+    assert snapshot["fetched"] == len(pairs) and snapshot["bytes"] > 0
+    (failure,) = ds.stats.failed_urls()
+    assert failure.url == server.url(jpg, corrupt=1)
+    assert failure.detail.startswith("image could not be decoded: ") and len(failure.detail) > 30

@@ -11,33 +11,54 @@ Both places re-raise an error an earlier stage recorded with
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import tensorflow as tf
 
+from tfeed.decoding import failed_rows, split_mark
 from tfeed.stats import Stats
 
 
-def account(stats: Stats) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+def account(stats: Stats, keep_rows: Optional[Callable] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``: elements
     ``(*values, url)`` (``url`` a string scalar or vector) become ``values``
-    (a single value is unwrapped), unchanged otherwise."""
+    (a single value is unwrapped), unchanged otherwise.  Rows whose URL
+    :func:`tfeed.decoding.mark_failed` marked are counted as ``decode_error``
+    and removed (a batch holding one is that much shorter) by ``keep_rows``
+    (the native ``tfeed_keep_rows`` op; without it no rows can be marked)."""
 
     def mark(urls):
         stats.check()
         values = urls.numpy()
-        stats.record_delivered([values.decode()] if isinstance(values, bytes) else [u.decode() for u in values])
+        delivered = []
+        for value in [values] if isinstance(values, bytes) else values:
+            url, error = split_mark(value)
+            if error is None:
+                delivered.append(url.decode())
+            else:
+                stats.record_undecodable(url.decode(errors="replace"), error)
+        stats.record_delivered(delivered)
         return True
 
     def strip(*element):
         *values, url = element
         marked = tf.py_function(mark, [url], tf.bool, name="tfeed_account")
         with tf.control_dependencies([marked]):
-            values = [tf.identity(v) for v in values]
+            if keep_rows is None:
+                values = [tf.identity(v) for v in values]
+            elif url.shape.rank == 0:
+                return (*[tf.identity(v) for v in values], tf.logical_not(failed_rows(url)))
+            else:
+                values = keep_rows(tf.logical_not(failed_rows(url)), values)
         return values[0] if len(values) == 1 else tuple(values)
+
+    def unwrap(*element):
+        return element[0] if len(element) == 1 else element
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         marked = dataset.map(strip, num_parallel_calls=None)
+        if keep_rows is not None and dataset.element_spec[-1].shape.rank == 0:  # drop undecodable examples
+            marked = marked.filter(lambda *columns: columns[-1]).map(lambda *columns: unwrap(*columns[:-1]))
         return marked.concatenate(_epoch_end(stats, marked.element_spec))
 
     return apply

@@ -71,8 +71,8 @@ def resize_image(image: tf.Tensor, image_size: Sequence[int], *, interpolation: 
 def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bilinear",
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
            skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
-           deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None
-           ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None,
+           mark_in: Optional[int] = None, ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
@@ -91,6 +91,13 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     pipelines whose earlier stages report errors another way, as
     :func:`tfeed.image_dataset_from_urls` does through its Stats.
     ``skip_errors=False``: it raises ``InvalidArgumentError`` in the iterator.
+
+    ``mark_in`` (with ``ops``, the loaded :mod:`tfeed.native` module, and
+    ``skip_errors=True``): nothing is dropped here; an undecodable body
+    becomes a zero image and the string column ``rest[mark_in]`` (the URL)
+    carries the error (:func:`mark_failed`), so ``map`` stays fusable with the
+    following ``batch`` (``ignore_errors`` in between prevents that fusion);
+    after batching, :func:`failed_rows` finds those rows.
     """
     check_image_size(image_size)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -108,7 +115,23 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
         single = tf.data.Dataset.from_tensors(element).map(decode_one)
         return single.ignore_errors()
 
+    def decode_marked(body, *rest):
+        specs = [tf.TensorSpec.from_tensor(t) for t in (body, *rest)]
+        # autograph=False: converting (parsing the source) again per trace is slow, and
+        # not thread-safe when datasets are built in several threads at once.
+        function = tf.function(lambda *args: decode_one(*args)[0], autograph=False).get_concrete_function(*specs)
+        shape = function.structured_outputs.shape
+        (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[function.structured_outputs.dtype],
+                                                 output_shapes=[shape], f=function, name="tfeed_try_decode")
+        image.set_shape(shape)
+        rest = list(rest)
+        rest[mark_in] = tf.where(ok, rest[mark_in], mark_failed(rest[mark_in], error))
+        return (image, *rest)
+
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        if skip_errors and mark_in is not None and ops is not None:
+            return dataset.map(decode_marked, num_parallel_calls=num_parallel_calls, deterministic=deterministic,
+                               name="tfeed_decode")
         if not skip_errors or not isolate_errors:
             decoded = dataset.map(decode_one, num_parallel_calls=num_parallel_calls,
                                   deterministic=deterministic, name="tfeed_decode")
@@ -118,3 +141,26 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
                                   deterministic=deterministic, name="tfeed_decode")
 
     return apply
+
+
+FAILED_MARK = "\0"  # starts a marked column: FAILED_MARK + error + FAILED_MARK + original value
+
+
+def mark_failed(value: tf.Tensor, error: tf.Tensor) -> tf.Tensor:
+    """``value`` (a string, e.g. the URL) marked as belonging to an undecodable
+    element, with its ``error`` message (read back by :func:`split_mark`)."""
+    return tf.strings.join([FAILED_MARK, tf.strings.regex_replace(error, FAILED_MARK, " "), FAILED_MARK, value])
+
+
+def failed_rows(values: tf.Tensor) -> tf.Tensor:
+    """bool ``[n]``: which entries of a string column were marked by :func:`mark_failed`."""
+    return tf.equal(tf.strings.substr(values, 0, 1), FAILED_MARK)
+
+
+def split_mark(value: bytes):
+    """``(original, error)`` of a column entry from Python (``error`` is None
+    when the entry is not marked)."""
+    if not value.startswith(FAILED_MARK.encode()):
+        return value, None
+    _, error, original = value.split(FAILED_MARK.encode(), 2)
+    return original, error.decode(errors="replace")

@@ -29,6 +29,7 @@ from tfeed.stats import Stats
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tuple]
 DECODE_CALLS_PER_CORE = 6  # default decode parallelism per CPU core (see num_parallel_calls)
+URL_COLUMN = 1  # after fetch, elements are (body, label, url[, key]): the URL is rest[1] for decode
 
 
 def image_dataset_from_urls(
@@ -189,8 +190,8 @@ def image_dataset_from_urls(
         generator_resume = resume_from if selection.subset != "validation" else None
         generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
                                  shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
-        fetch_stage, engine = _fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed, cache,
-                                           on_error=on_error, deterministic=deterministic)
+        fetch_stage, engine, ops = _fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed, cache,
+                                                on_error=on_error, deterministic=deterministic)
         if progress:
             ProgressBar(stats, desc=selection.subset or "tfeed")
         first_epoch = generator_resume.epoch if generator_resume is not None else 0
@@ -201,10 +202,12 @@ def image_dataset_from_urls(
                                  pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
                                  isolate_errors=False,
                                  num_parallel_calls=num_parallel_calls or DECODE_CALLS_PER_CORE * (os.cpu_count() or 2),
-                                 deterministic=deterministic, decoder=augmentation.decoder)))
+                                 deterministic=deterministic, decoder=augmentation.decoder,
+                                 mark_in=URL_COLUMN, ops=ops)))
         dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
                                     augmentation.apply if augmentation.per_example else None)
-        dataset = dataset.apply(augmentation.drop_keys).apply(account(stats))
+        dataset = dataset.apply(augmentation.drop_keys).apply(
+            account(stats, keep_rows=ops.tfeed_keep_rows if ops is not None else None))
         dataset = finish(dataset, prefetch_to_device, autotune=autotune)
         dataset.class_names = list(label_index.class_names) if label_index is not None else None
         dataset.stats = stats
@@ -237,7 +240,8 @@ def batch_with_labels(dataset: tf.data.Dataset, label_mode: Optional[str], num_c
 
 def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cache: Optional[DiskCache], *,
                  on_error: ErrorPolicy, deterministic: bool):
-    """``(stage, engine)``: the native stage (engine None) or the Python engine's."""
+    """``(stage, engine, ops)``: the native stage (engine None, ops the loaded
+    op module) or the Python engine's (ops None)."""
     from tfeed import native
     from tfeed.native.stage import NATIVE_SCHEMES, fetch_native
 
@@ -251,9 +255,9 @@ def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cach
         raise RuntimeError("fetch_engine='native': the native fetch op is unavailable (see the warning above)")
     if ops is not None:
         return fetch_native(config, stats, on_error=on_error, deterministic=deterministic, ops=ops,
-                            cache=cache), None
+                            cache=cache), None, ops
     engine = FetchEngine(config, stats, seed=seed, cache=cache)
-    return fetch(engine, on_error=on_error, deterministic=deterministic), engine
+    return fetch(engine, on_error=on_error, deterministic=deterministic), engine, None
 
 
 def finish(dataset: tf.data.Dataset, prefetch_to_device: Optional[str] = None, *,

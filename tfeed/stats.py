@@ -36,6 +36,7 @@ class Stats:
         self._batches: List[np.ndarray] = []  # keys of delivered batches, in order
         self._listeners: List[Callable[[str, int], None]] = []
         self._error: Optional[BaseException] = None
+        self._counter_sources: List[Callable[[], Dict[str, int]]] = []
 
     def fail(self, error: BaseException) -> None:
         """A stage hit an error that must stop the epoch (an error policy that
@@ -55,6 +56,12 @@ class Stats:
         and ``listener("epoch_end", epochs_done)`` when an epoch closes (from
         tf.data threads; keep it quick)."""
         self._listeners.append(listener)
+
+    def add_counter_source(self, source: Callable[[], Dict[str, int]]) -> None:
+        """Add ``source()`` (counter name -> total, e.g. ``fetched``, ``bytes``)
+        to every :meth:`snapshot`: counts kept outside Python, such as the
+        native fetch stage's graph counters."""
+        self._counter_sources.append(source)
 
     def _notify(self, event: str, value: int) -> None:
         for listener in self._listeners:
@@ -78,6 +85,13 @@ class Stats:
             with self._lock:
                 self._counts["retries"] += count
 
+    def record_undecodable(self, url: str, detail: str) -> None:
+        """``url`` arrived but its body could not be decoded (``detail``: why)."""
+        with self._lock:
+            self._settle(url)
+            self._failures[errors.DECODE_ERROR] += 1
+            self._failed.append(errors.Failure(url, errors.DECODE_ERROR, f"image could not be decoded: {detail}"))
+
     def record_delivered(self, urls: Iterable[str]) -> None:
         """These examples left the pipeline decoded (one call per batch)."""
         now = time.monotonic()
@@ -89,11 +103,15 @@ class Stats:
             self._batches.append(keys)
             for url in urls:
                 self._counts["delivered"] += 1
-                if self._pending[url] <= 1:
-                    self._pending.pop(url, None)
-                else:
-                    self._pending[url] -= 1
+                self._settle(url)
         self._notify("delivered", len(urls))
+
+    def _settle(self, url: str) -> None:
+        """``url`` is no longer pending (call with the lock held)."""
+        if self._pending[url] <= 1:
+            self._pending.pop(url, None)
+        else:
+            self._pending[url] -= 1
 
     def begin_epoch(self, epoch: int, done: Optional[np.ndarray] = None) -> None:
         """A new iterator starts epoch ``epoch`` (``done``: URL keys already
@@ -141,9 +159,11 @@ class Stats:
         first delivery)."""
         now = time.monotonic()
         with self._lock:
-            counts = dict(self._counts)
+            counts = collections.Counter(self._counts)
             failures = dict(self._failures)
             first = self._first_delivery
+        for source in self._counter_sources:
+            counts.update(source())
         delivered = counts.get("delivered", 0)
         span = (now - first) if first is not None else 0.0
         return {

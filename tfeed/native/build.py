@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-SOURCE = Path(__file__).with_name("fetch_op.cc")
+SOURCES = (Path(__file__).with_name("fetch_op.cc"), Path(__file__).with_name("try_op.cc"))
 LIBRARY_NAME = "tfeed_fetch_op.so"
 INSTALL_HINT = "apt-get install g++ libcurl4-openssl-dev"
 _CXXFLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-Wno-deprecated-declarations")
@@ -55,7 +55,7 @@ def library_path(cache_dir: Optional[os.PathLike] = None, compiler: str = "g++")
     import tensorflow as tf
 
     flags = _flags(tf)
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES))
     digest.update("\0".join([compiler, tf.version.GIT_VERSION, *flags]).encode())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / f"{tf.__version__}-{digest.hexdigest()[:16]}" / LIBRARY_NAME
@@ -96,7 +96,7 @@ def compile_command(compiler: str, output: os.PathLike) -> List[str]:
     """The compiler command line that builds the library into ``output``."""
     import tensorflow as tf
 
-    return [compiler, *_CXXFLAGS, *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(output),
+    return [compiler, *_CXXFLAGS, *tf.sysconfig.get_compile_flags(), *map(str, SOURCES), "-o", str(output),
             *tf.sysconfig.get_link_flags(), "-ldl", "-lpthread"]
 
 
@@ -117,7 +117,7 @@ def _compile(compiler: str, output: Path) -> None:
         raise BuildError(f"libcurl headers are missing (curl/curl.h); install them: {INSTALL_HINT}",
                          "libcurl headers")
     tail = "\n".join(line for line in errors.splitlines() if "error" in line.lower())[-2000:] or errors[-2000:]
-    raise BuildError(f"compiling {SOURCE.name} failed (exit {done.returncode}):\n{tail}")
+    raise BuildError(f"compiling {', '.join(s.name for s in SOURCES)} failed (exit {done.returncode}):\n{tail}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
