@@ -72,7 +72,7 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
            skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
            deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None,
-           mark_in: Optional[int] = None, ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           finisher: Optional[Callable[..., tf.Tensor]] = None, mark_in: Optional[int] = None, ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
@@ -80,7 +80,10 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
 
     ``decoder``: ``fn(body, *rest) -> image`` used instead of decode + resize
     (a :class:`tfeed.augment.Recipe` that crops while decoding); the resize
-    options are then unused.
+    options are then unused.  ``finisher``: ``fn(image, body, *rest) ->
+    image`` applied after ``decoder`` (work that cannot fail on a decoded
+    image: outside the error-catching call when ``decoder``'s output shape is
+    static, which measured ~3% faster for ``imagenet_train``).
 
     ``skip_errors=True``: an undecodable body is dropped (the pipeline counts
     it as ``decode_error``).  With ``isolate_errors=True`` each element is
@@ -104,9 +107,12 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     if crop_to_aspect_ratio and pad_to_aspect_ratio:
         raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be True")
 
+    def finish(image, body, *rest):
+        return finisher(image, body, *rest) if finisher is not None else image
+
     def decode_one(body, *rest):
         if decoder is not None:
-            return (decoder(body, *rest), *rest)
+            return (finish(decoder(body, *rest), body, *rest), *rest)
         image = resize_image(decode_image(body), image_size, interpolation=interpolation,
                              crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
         return (image, *rest)
@@ -115,15 +121,24 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
         single = tf.data.Dataset.from_tensors(element).map(decode_one)
         return single.ignore_errors()
 
-    def decode_marked(body, *rest):
-        specs = [tf.TensorSpec.from_tensor(t) for t in (body, *rest)]
+    def concrete(fn, args):
         # autograph=False: converting (parsing the source) again per trace is slow, and
         # not thread-safe when datasets are built in several threads at once.
-        function = tf.function(lambda *args: decode_one(*args)[0], autograph=False).get_concrete_function(*specs)
-        shape = function.structured_outputs.shape
-        (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[function.structured_outputs.dtype],
-                                                 output_shapes=[shape], f=function, name="tfeed_try_decode")
+        return tf.function(fn, autograph=False).get_concrete_function(*[tf.TensorSpec.from_tensor(t) for t in args])
+
+    def decode_marked(body, *rest):
+        function = None
+        if decoder is not None and finisher is not None:
+            function = concrete(decoder, (body, *rest))
+            if not function.structured_outputs.shape.is_fully_defined():
+                function = None  # the whole recipe runs in the call: its final shape is static
+        tried = function or concrete(lambda *args: decode_one(*args)[0], (body, *rest))
+        shape = tried.structured_outputs.shape
+        (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[tried.structured_outputs.dtype],
+                                                 output_shapes=[shape], f=tried, name="tfeed_try_decode")
         image.set_shape(shape)
+        if function is not None:
+            image = finish(image, body, *rest)
         rest = list(rest)
         rest[mark_in] = tf.where(ok, rest[mark_in], mark_failed(rest[mark_in], error))
         return (image, *rest)

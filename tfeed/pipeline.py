@@ -203,7 +203,7 @@ def image_dataset_from_urls(
                                  isolate_errors=False,
                                  num_parallel_calls=num_parallel_calls or DECODE_CALLS_PER_CORE * (os.cpu_count() or 2),
                                  deterministic=deterministic, decoder=augmentation.decoder,
-                                 mark_in=URL_COLUMN, ops=ops)))
+                                 finisher=augmentation.finisher, mark_in=URL_COLUMN, ops=ops)))
         dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
                                     augmentation.apply if augmentation.per_example else None)
         dataset = dataset.apply(augmentation.drop_keys).apply(

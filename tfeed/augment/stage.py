@@ -45,11 +45,21 @@ class AugmentPlan:
     @property
     def decoder(self) -> Optional[Callable]:
         """``fn(body, label, url, key) -> image`` replacing decode + resize, or
-        None.  A Recipe runs whole in it (one map per example, not two)."""
+        None.  With :attr:`finisher`, a Recipe runs whole in the decode map
+        (one map per example, not two)."""
         if not isinstance(self.augment, Recipe):
             return None
         recipe = self.augment
-        return lambda body, label, url, key: recipe.after_decode(recipe.decode(body, key), label, key)[0]
+        return lambda body, label, url, key: recipe.decode(body, key)
+
+    @property
+    def finisher(self) -> Optional[Callable]:
+        """``fn(image, body, label, url, key) -> image``: the Recipe's ops after
+        its decode step (they cannot fail on a decoded image), or None."""
+        if not isinstance(self.augment, Recipe):
+            return None
+        recipe = self.augment
+        return lambda image, body, label, url, key: recipe.after_decode(image, label, key)[0]
 
     @property
     def per_example(self) -> bool:

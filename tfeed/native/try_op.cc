@@ -66,9 +66,9 @@ REGISTER_OP("TfeedTryCall")
       return absl::OkStatus();
     });
 
-class TryCallOp : public OpKernel {
+class TryCallOp : public ::tensorflow::AsyncOpKernel {
  public:
-  explicit TryCallOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit TryCallOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("f", &func_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &types_));
     std::vector<PartialTensorShape> partial;
@@ -84,34 +84,40 @@ class TryCallOp : public OpKernel {
     }
   }
 
-  void Compute(OpKernelContext* ctx) override {
+  void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     FunctionLibraryRuntime* lib = ctx->function_library();
-    OP_REQUIRES(ctx, lib != nullptr, absl::InternalError("TfeedTryCall: no function library"));
+    OP_REQUIRES_ASYNC(ctx, lib != nullptr, absl::InternalError("TfeedTryCall: no function library"), done);
     FunctionLibraryRuntime::Handle handle;
-    OP_REQUIRES_OK(ctx, Instantiate(lib, &handle));
+    OP_REQUIRES_OK_ASYNC(ctx, Instantiate(lib, &handle), done);
 
     std::vector<Tensor> args;
     args.reserve(ctx->num_inputs());
     for (int i = 0; i < ctx->num_inputs(); ++i) args.push_back(ctx->input(i));
-    FunctionLibraryRuntime::Options opts;
     // A failing function aborts its rendezvous and cancels its cancellation
-    // manager: give it its own of both, so the caller's step goes on.
-    opts.create_rendezvous = false;  // no rendezvous: decode functions send nothing
-    std::unique_ptr<::tensorflow::CancellationManager> cancellation =
-        ctx->cancellation_manager() != nullptr
-            ? std::make_unique<::tensorflow::CancellationManager>(ctx->cancellation_manager())
-            : std::make_unique<::tensorflow::CancellationManager>();
-    opts.cancellation_manager = cancellation.get();
+    // manager: it gets no rendezvous (decode functions send nothing) and a
+    // child cancellation manager, so the caller's step goes on.
+    auto* cancellation = ctx->cancellation_manager() != nullptr
+                             ? new ::tensorflow::CancellationManager(ctx->cancellation_manager())
+                             : new ::tensorflow::CancellationManager();
+    FunctionLibraryRuntime::Options opts;
+    opts.create_rendezvous = false;
+    opts.cancellation_manager = cancellation;
     opts.step_container = ctx->step_container();
     opts.stats_collector = ctx->stats_collector();
-    // Inline on this thread: scheduling the function's kernels on the caller's
-    // pool while this thread blocks in RunSync can deadlock a busy pool.
-    std::function<void(std::function<void()>)> run_inline = [](std::function<void()> fn) { fn(); };
-    opts.runner = &run_inline;
-    opts.run_all_kernels_inline = true;
+    opts.runner = ctx->runner();
+    opts.run_all_kernels_inline = ctx->run_all_kernels_inline();
     opts.collective_executor = ctx->collective_executor();
-    std::vector<Tensor> rets;
-    absl::Status status = lib->RunSync(opts, handle, args, &rets);
+    auto* rets = new std::vector<Tensor>;
+    lib->Run(opts, handle, args, rets, [this, ctx, done, rets, cancellation](const absl::Status& result) {
+      Finish(ctx, result, *rets);
+      delete rets;
+      delete cancellation;
+      done();
+    });
+  }
+
+ private:
+  void Finish(OpKernelContext* ctx, absl::Status status, const std::vector<Tensor>& rets) {
     if (absl::IsCancelled(status) ||
         (ctx->cancellation_manager() != nullptr && ctx->cancellation_manager()->IsCancelled())) {
       ctx->SetStatus(status.ok() ? absl::CancelledError("TfeedTryCall: cancelled") : status);
@@ -137,7 +143,6 @@ class TryCallOp : public OpKernel {
     error->scalar<tstring>()() = status.ok() ? "" : std::string(message.substr(0, message.find('\n')));
   }
 
- private:
   // Handles by library: a kernel lives no longer than the library that created it.
   absl::Status Instantiate(FunctionLibraryRuntime* lib, FunctionLibraryRuntime::Handle* handle) {
     {
