@@ -482,3 +482,29 @@ def test_undecodable_body_is_counted_with_the_decoders_message(ops, server, smal
     (failure,) = ds.stats.failed_urls()
     assert failure.url == server.url(jpg, corrupt=1)
     assert failure.detail.startswith("image could not be decoded: ") and len(failure.detail) > 30
+
+
+def test_journal_keeps_batches_in_order_until_drained(ops):
+    before = time.monotonic()
+    ops.tfeed_journal_append(tf.constant(["a", "b"]), journal="test-journal")
+    ops.tfeed_journal_append(tf.constant(["c"]), journal="test-journal")
+    ops.tfeed_journal_append(tf.constant(["x"]), journal="another-journal")
+    urls, sizes, first_time = ops.tfeed_journal_drain(journal="test-journal")
+    assert urls.numpy().tolist() == [b"a", b"b", b"c"] and sizes.numpy().tolist() == [2, 1]
+    assert before <= float(first_time) <= time.monotonic()  # the clock of Python's time.monotonic()
+    urls, sizes, first_time = ops.tfeed_journal_drain(journal="test-journal")
+    assert urls.shape == (0,) and sizes.shape == (0,) and float(first_time) == -1
+    assert ops.tfeed_journal_drain(journal="another-journal")[0].numpy().tolist() == [b"x"]
+
+
+def test_native_stats_are_live_and_positions_exact(ops, server, small_images):
+    names = sorted(small_images)[:20]
+    ds = tfeed.image_dataset_from_urls([(server.url(n), 0) for n in names], image_size=(8, 8), batch_size=4,
+                                       fetch_engine="native", shuffle=False)
+    iterator = iter(ds)
+    first = [next(iterator) for _ in range(2)]
+    assert ds.stats.snapshot()["delivered"] >= 8  # read while iterating (prefetched batches count too)
+    assert len(ds.stats.position(consumed_batches=2).done) == 8
+    assert sum(int(images.shape[0]) for images, _ in first) + sum(int(i.shape[0]) for i, _ in iterator) == 20
+    snapshot = ds.stats.snapshot()
+    assert snapshot["delivered"] == 20 and snapshot["epochs"] == 1 and snapshot["images_per_s"] > 0

@@ -14,6 +14,7 @@ import os
 import tensorflow as tf
 
 from tfeed.config import check_choice
+from tfeed.errors import FAILED_MARK
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 
@@ -158,24 +159,12 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     return apply
 
 
-FAILED_MARK = "\0"  # starts a marked column: FAILED_MARK + error + FAILED_MARK + original value
-
-
 def mark_failed(value: tf.Tensor, error: tf.Tensor) -> tf.Tensor:
     """``value`` (a string, e.g. the URL) marked as belonging to an undecodable
-    element, with its ``error`` message (read back by :func:`split_mark`)."""
+    element, with its ``error`` message (read back by :func:`tfeed.errors.split_mark`)."""
     return tf.strings.join([FAILED_MARK, tf.strings.regex_replace(error, FAILED_MARK, " "), FAILED_MARK, value])
 
 
 def failed_rows(values: tf.Tensor) -> tf.Tensor:
     """bool ``[n]``: which entries of a string column were marked by :func:`mark_failed`."""
     return tf.equal(tf.strings.substr(values, 0, 1), FAILED_MARK)
-
-
-def split_mark(value: bytes):
-    """``(original, error)`` of a column entry from Python (``error`` is None
-    when the entry is not marked)."""
-    if not value.startswith(FAILED_MARK.encode()):
-        return value, None
-    _, error, original = value.split(FAILED_MARK.encode(), 2)
-    return original, error.decode(errors="replace")

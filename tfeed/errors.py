@@ -26,6 +26,18 @@ READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
 
 
+FAILED_MARK = "\0"  # an undecodable element's URL column: FAILED_MARK + error + FAILED_MARK + URL
+
+
+def split_mark(value: bytes):
+    """``(url, error)`` of a URL-column entry (``error`` is None when the entry
+    is not marked as undecodable; see :func:`tfeed.decoding.mark_failed`)."""
+    if not value.startswith(FAILED_MARK.encode()):
+        return value, None
+    _, error, original = value.split(FAILED_MARK.encode(), 2)
+    return original, error.decode(errors="replace")
+
+
 def http_reason(status: int) -> str:
     """Reason name for a final HTTP error status (``http_404``, ``http_5xx``...)."""
     return HTTP_5XX if status >= 500 else f"http_{status}"

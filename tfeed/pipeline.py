@@ -206,8 +206,9 @@ def image_dataset_from_urls(
                                  finisher=augmentation.finisher, mark_in=URL_COLUMN, ops=ops)))
         dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
                                     augmentation.apply if augmentation.per_example else None)
+        # Progress bars hear of each batch as it goes: the journal would tell them late.
         dataset = dataset.apply(augmentation.drop_keys).apply(
-            account(stats, keep_rows=ops.tfeed_keep_rows if ops is not None else None))
+            account(stats, ops=ops, journal=ops is not None and not progress))
         dataset = finish(dataset, prefetch_to_device, autotune=autotune)
         dataset.class_names = list(label_index.class_names) if label_index is not None else None
         dataset.stats = stats

@@ -37,6 +37,8 @@ class Stats:
         self._listeners: List[Callable[[str, int], None]] = []
         self._error: Optional[BaseException] = None
         self._counter_sources: List[Callable[[], Dict[str, int]]] = []
+        self._journals: List[Callable[[], tuple]] = []
+        self._drain_lock = threading.Lock()
 
     def fail(self, error: BaseException) -> None:
         """A stage hit an error that must stop the epoch (an error policy that
@@ -54,7 +56,9 @@ class Stats:
     def add_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call ``listener("delivered", n)`` for each delivered batch of ``n``
         and ``listener("epoch_end", epochs_done)`` when an epoch closes (from
-        tf.data threads; keep it quick)."""
+        tf.data threads; keep it quick).  With the native engine (and no
+        ``progress`` bar), batches are journaled natively and listeners hear of
+        them when these stats are next read or the epoch ends."""
         self._listeners.append(listener)
 
     def add_counter_source(self, source: Callable[[], Dict[str, int]]) -> None:
@@ -62,6 +66,30 @@ class Stats:
         to every :meth:`snapshot`: counts kept outside Python, such as the
         native fetch stage's graph counters."""
         self._counter_sources.append(source)
+
+    def attach_journal(self, drain: Callable[[], tuple]) -> None:
+        """Deliveries recorded outside Python: ``drain()`` returns ``(urls,
+        batch_sizes, first_time)`` appended since its last call (``first_time``:
+        ``time.monotonic()`` of the first, or -1) by the native accounting
+        stage's journal.  They are applied, batch by batch, whenever these
+        stats are read and at the end of each epoch; listeners hear of them
+        then."""
+        self._journals.append(drain)
+
+    def _drain(self) -> None:
+        if not self._journals:
+            return
+        with self._drain_lock:
+            for journal in self._journals:
+                urls, sizes, first_time = journal()
+                if len(sizes) and first_time >= 0:
+                    with self._lock:
+                        if self._first_delivery is None:
+                            self._first_delivery = first_time
+                start = 0
+                for size in sizes:
+                    self.record_batch(urls[start:start + int(size)])
+                    start += int(size)
 
     def _notify(self, event: str, value: int) -> None:
         for listener in self._listeners:
@@ -92,6 +120,18 @@ class Stats:
             self._failures[errors.DECODE_ERROR] += 1
             self._failed.append(errors.Failure(url, errors.DECODE_ERROR, f"image could not be decoded: {detail}"))
 
+    def record_batch(self, url_column: Iterable[bytes]) -> None:
+        """One batch's URL column: marked entries (:func:`tfeed.errors.split_mark`)
+        failed to decode, the others were delivered."""
+        delivered = []
+        for value in url_column:
+            url, error = errors.split_mark(value)
+            if error is None:
+                delivered.append(url.decode())
+            else:
+                self.record_undecodable(url.decode(errors="replace"), error)
+        self.record_delivered(delivered)
+
     def record_delivered(self, urls: Iterable[str]) -> None:
         """These examples left the pipeline decoded (one call per batch)."""
         now = time.monotonic()
@@ -117,6 +157,7 @@ class Stats:
         """A new iterator starts epoch ``epoch`` (``done``: URL keys already
         consumed in it before a resume).  Examples an abandoned iterator
         fetched but never delivered were not failures: they are forgotten."""
+        self._drain()
         with self._lock:
             self._pending.clear()
             self._epoch = epoch
@@ -126,6 +167,7 @@ class Stats:
 
     def finish_epoch(self) -> None:
         """Close an epoch: fetched examples never delivered failed to decode."""
+        self._drain()
         with self._lock:
             for url, count in self._pending.items():
                 self._failures[errors.DECODE_ERROR] += count
@@ -142,6 +184,7 @@ class Stats:
     def position(self, consumed_batches: Optional[int] = None) -> Position:
         """Where the current epoch stands: URLs in the first ``consumed_batches``
         delivered batches (default: all delivered so far) count as done."""
+        self._drain()
         with self._lock:
             batches = self._batches if consumed_batches is None else self._batches[:consumed_batches]
             done = np.concatenate([self._resumed_done, *batches]) if batches else self._resumed_done
@@ -157,6 +200,7 @@ class Stats:
         ``retries``, ``bytes``, ``fetched``, ``epochs``, ``cache_hits``,
         ``elapsed_s`` and ``images_per_s`` (delivered / seconds since the
         first delivery)."""
+        self._drain()
         now = time.monotonic()
         with self._lock:
             counts = collections.Counter(self._counts)
@@ -181,6 +225,7 @@ class Stats:
 
     def failed_urls(self, limit: int = 100) -> List[errors.Failure]:
         """The most recent ``limit`` failures (url, reason, detail), oldest first."""
+        self._drain()
         with self._lock:
             kept = list(self._failed)
         return kept[-limit:] if limit else []

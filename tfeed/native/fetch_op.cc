@@ -373,6 +373,16 @@ std::string CachePath(const std::string& dir, const std::string& url) {
   return dir + "/" + digest.substr(0, 2) + "/" + digest;
 }
 
+bool ReadFully(int fd, char* out, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t r = read(fd, out + got, size - got);
+    if (r <= 0) return false;
+    got += r;
+  }
+  return true;
+}
+
 bool ReadAll(const std::string& path, std::string* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
@@ -393,23 +403,32 @@ bool ReadAll(const std::string& path, std::string* out) {
 }
 
 // The cached body of an entry, or false (missing; a corrupt entry is deleted).
+// The body is read straight into the output tensor's string: no zero-filled
+// buffer, no second copy.
 bool ReadCached(const std::string& path, tstring* body) {
-  std::string data;
-  if (!ReadAll(path, &data)) return false;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  char header[kCacheHeader];
   uint64_t length = 0;
   uint32_t crc = 0;
-  bool ok = data.size() >= kCacheHeader && std::memcmp(data.data(), kCacheMagic, 4) == 0;
+  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<size_t>(st.st_size) >= kCacheHeader &&
+            ReadFully(fd, header, kCacheHeader) && std::memcmp(header, kCacheMagic, 4) == 0;
   if (ok) {
-    std::memcpy(&length, data.data() + 4, 8);  // little-endian, as x86 and arm64 Linux are
-    std::memcpy(&crc, data.data() + 12, 4);
-    ok = length == data.size() - kCacheHeader && Checksum(data.data() + kCacheHeader, length) == crc;
+    std::memcpy(&length, header + 4, 8);  // little-endian, as x86 and arm64 Linux are
+    std::memcpy(&crc, header + 12, 4);
+    ok = length == static_cast<uint64_t>(st.st_size) - kCacheHeader;
   }
+  if (ok) {
+    body->resize_uninitialized(length);
+    ok = ReadFully(fd, body->mdata(), length) && Checksum(body->data(), length) == crc;
+  }
+  close(fd);
   if (!ok) {
-    unlink(path.c_str());
-    return false;
+    body->clear();
+    if (fd >= 0) unlink(path.c_str());
   }
-  body->assign(data.data() + kCacheHeader, length);
-  return true;
+  return ok;
 }
 
 // A remembered permanent failure's reason, or "" (none, or expired and deleted).
