@@ -73,7 +73,8 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
            skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
            deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None,
-           finisher: Optional[Callable[..., tf.Tensor]] = None, mark_in: Optional[int] = None, ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           finisher: Optional[Callable[..., tf.Tensor]] = None, mark_in: Optional[int] = None,
+           ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
