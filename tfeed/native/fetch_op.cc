@@ -257,6 +257,17 @@ std::string LocalPath(const std::string& url) {
 }
 
 // Reads a local file on the calling thread (a tf.data thread, not the loop).
+// Reads up to size bytes from fd (fewer only at end of file or on an error); returns how many.
+size_t ReadUpTo(int fd, char* out, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t r = read(fd, out + got, size - got);
+    if (r <= 0) break;
+    got += r;
+  }
+  return got;
+}
+
 Verdict ReadLocal(const std::string& url, const Options& opt, tstring* body) {
   Verdict v;
   std::string path = LocalPath(url);
@@ -276,12 +287,7 @@ Verdict ReadLocal(const std::string& url, const Options& opt, tstring* body) {
     return v;
   }
   body->resize_uninitialized(st.st_size);
-  size_t got = 0;
-  while (got < static_cast<size_t>(st.st_size)) {
-    ssize_t r = read(fd, body->mdata() + got, st.st_size - got);
-    if (r <= 0) break;
-    got += r;
-  }
+  const size_t got = ReadUpTo(fd, body->mdata(), st.st_size);
   close(fd);
   body->resize_uninitialized(got);
   return CheckImage(*body, opt);
@@ -373,15 +379,7 @@ std::string CachePath(const std::string& dir, const std::string& url) {
   return dir + "/" + digest.substr(0, 2) + "/" + digest;
 }
 
-bool ReadFully(int fd, char* out, size_t size) {
-  size_t got = 0;
-  while (got < size) {
-    ssize_t r = read(fd, out + got, size - got);
-    if (r <= 0) return false;
-    got += r;
-  }
-  return true;
-}
+bool ReadFully(int fd, char* out, size_t size) { return ReadUpTo(fd, out, size) == size; }
 
 bool ReadAll(const std::string& path, std::string* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -390,13 +388,7 @@ bool ReadAll(const std::string& path, std::string* out) {
   bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
   if (ok) {
     out->resize(st.st_size);
-    size_t got = 0;
-    while (got < out->size()) {
-      ssize_t r = read(fd, &(*out)[got], out->size() - got);
-      if (r <= 0) break;
-      got += r;
-    }
-    out->resize(got);
+    out->resize(ReadUpTo(fd, out->data(), out->size()));
   }
   close(fd);
   return ok;
