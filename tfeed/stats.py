@@ -190,9 +190,9 @@ class Stats:
             done = np.concatenate([self._resumed_done, *batches]) if batches else self._resumed_done
             return Position(self._epoch, done.copy())
 
-    def record_cache_hit(self, count: int = 1) -> None:
+    def record_cache_hit(self) -> None:
         with self._lock:
-            self._counts["cache_hits"] += count
+            self._counts["cache_hits"] += 1
 
     # -- reads -----------------------------------------------------------
     def snapshot(self) -> Dict[str, object]:
