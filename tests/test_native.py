@@ -195,20 +195,27 @@ def tiff_server():
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     ok, tiff = cv2.imencode(".tiff", image)
     assert ok
-    with ImageServer({"a.tif": tiff.tobytes(), "junk.tif": b"II*\x00" + b"\x00" * 64}) as srv:
-        yield srv, image
+    ok, jpeg = cv2.imencode(".jpg", image)
+    files = {"a.tif": tiff.tobytes(), "junk.tif": b"II*\x00" + b"\x00" * 64, "b.jpg": jpeg.tobytes()}
+    with ImageServer(files) as srv:
+        yield srv, image, files
 
 
 def test_tiff_is_transcoded_by_the_stage_and_refused_in_graph_mode(ops, tiff_server):
-    srv, image = tiff_server
-    ds = tf.data.Dataset.from_tensor_slices(([srv.url("a.tif"), srv.url("junk.tif")], [0, 1]))
+    srv, image, files = tiff_server
+    names = ["b.jpg", "a.tif", "missing.jpg", "junk.tif", "b.jpg"]  # one group: transcode, 404, OpenCV failure
+    ds = tf.data.Dataset.from_tensor_slices(([srv.url(n) for n in names], list(range(len(names)))))
     stats = tfeed.Stats()
-    [(body, label, _)] = list(ds.apply(fetch_native(FAST, stats)))
-    decoded = tf.io.decode_png(body, channels=3).numpy()
-    assert np.array_equal(decoded, image[..., ::-1]) and int(label) == 0  # OpenCV arrays are BGR
-    assert stats.snapshot()["failures"] == {"decode_error": 1}
+    kept = [(body.numpy(), int(label)) for body, label, _ in ds.apply(fetch_native(FAST, stats, deterministic=True))]
+    assert [label for _, label in kept] == [0, 1, 4]
+    assert kept[0][0] == kept[2][0] == files["b.jpg"]  # untouched rows keep their bodies
+    decoded = tf.io.decode_png(kept[1][0], channels=3).numpy()
+    assert np.array_equal(decoded, image[..., ::-1])  # OpenCV arrays are BGR
+    snapshot = stats.snapshot()
+    assert snapshot["failures"] == {"decode_error": 1, "http_404": 1} and snapshot["fetched"] == 3
+    assert snapshot["bytes"] == 2 * len(files["b.jpg"]) + len(kept[1][0])
     graph = list(ds.apply(fetch_native_graph(FAST, deterministic=True)))
-    assert [r.numpy() for *_, r in graph] == [b"decode_error", b"decode_error"]
+    assert [r.numpy() for *_, r in graph] == [b"", b"decode_error", b"http_404", b"decode_error", b""]
 
 
 def test_local_files(ops, tmp_path, small_images, jpg):

@@ -14,12 +14,12 @@ on its slowest URL, or a finished group not yet consumed, does not leave
 request slots idle (measured at 100 ms latency, 2,000 JPEGs: 16 groups of 16
 fetched 1,300-1,750 images/s, 32 groups 1,800-2,100).  The ``record`` step
 runs no Python for a group without failures: its counters (fetched, bytes,
-retries, cache hits) are CPU variables that :class:`GraphCounters` adds to,
-and ``TfeedKeepRows`` drops failed rows without a ``tf.cond``; a group with a
-failure calls one ``py_function`` (failure log and error policy).  A
-``py_function`` per group had cost ~2% of throughput on 2 cores.  Bodies
-cross into Python only for the rare TIFF/JPEG 2000/PNM that must be
-transcoded.
+retries, cache hits) are one CPU variable that :class:`GraphCounters` adds to,
+and ``TfeedKeepRows`` drops failed rows; a group with a failure or a rare
+format (TIFF, JPEG 2000, PNM: PNG-transcoded with OpenCV) calls one
+``py_function`` behind one ``tf.cond`` (each ``tf.cond`` costs every
+iterator ~4 ms to instantiate).  A ``py_function`` per group had cost ~2% of
+throughput on 2 cores.  Bodies cross into Python only for the rows to transcode.
 
 :func:`fetch_native_graph` is the same fetch without any ``py_function``: it
 keeps failures, with their reason, for pipelines that run where Python cannot
@@ -74,11 +74,21 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     counters = GraphCounters()
     stats.add_counter_source(counters.read)
 
-    def record_failures(urls, reasons, details):
-        keep = reasons.numpy() == b""
+    def settle(urls, bodies, reasons, details):
+        """Python for a group the op flagged: count and handle its failures,
+        PNG-transcode its rare formats.  Returns ``keep [n]`` and the
+        transcoded rows with their new bodies (bodies are read only for those)."""
+        keep, rows, pngs = [], [], []
         try:
-            for url, ok, reason, detail in zip(urls.numpy(), keep, reasons.numpy(), details.numpy()):
-                if not ok:
+            for row, (url, reason, detail) in enumerate(zip(urls.numpy(), reasons.numpy(), details.numpy())):
+                if not reason and detail:  # a success in a format tf.io cannot decode
+                    png = sniff.transcode_to_png(bodies[row].numpy())
+                    if png is not None:
+                        keep.append(True), rows.append(row), pngs.append(png)
+                        continue
+                    reason, detail = errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail
+                keep.append(not reason)
+                if reason:
                     failure = errors.Failure(url.decode(errors="replace"), reason.decode(),
                                              detail.decode(errors="replace"))
                     stats.record_failure(failure)
@@ -86,18 +96,17 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
         except Exception as exc:  # the policy raised: the accounting stage re-raises it
             stats.fail(exc)
             raise
-        return keep
+        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object)
 
     def record_op(bodies, labels, urls, reasons, attempts, details):
-        bodies, reasons, details = _transcode_rare(bodies, reasons, details)
-        keep = tf.equal(reasons, "")
-        all_kept = tf.reduce_all(keep)
+        def flagged():  # one cond, Python only for a group with a failure or a format to transcode
+            keep, rows, pngs = tf.py_function(settle, [urls, bodies, reasons, details],
+                                              [tf.bool, tf.int64, tf.string], name="tfeed_native_settle")
+            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
+            return tf.ensure_shape(keep, [None]), settled
 
-        def with_failures():  # Python only for groups with a failure: the policy may need it
-            kept = tf.py_function(record_failures, [urls, reasons, details], tf.bool, name="tfeed_native_record")
-            return tf.ensure_shape(kept, [None])
-
-        keep = tf.cond(all_kept, lambda: keep, with_failures)
+        clean = tf.logical_and(tf.equal(reasons, ""), tf.equal(details, ""))
+        keep, bodies = tf.cond(tf.reduce_all(clean), lambda: (clean, bodies), flagged)
         attempts = tf.cast(attempts, tf.int64)
         counted = counters.add(
             fetched=tf.reduce_sum(tf.cast(keep, tf.int64)),
@@ -105,7 +114,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
             retries=tf.reduce_sum(tf.maximum(attempts - 1, 0)),
             cache_hits=tf.reduce_sum(tf.cast(tf.logical_and(keep, tf.equal(attempts, 0)), tf.int64))
             if cache is not None else 0)
-        with tf.control_dependencies(counted):
+        with tf.control_dependencies([counted]):
             return tuple(ops.tfeed_keep_rows(keep, [bodies, labels, urls]))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -117,22 +126,24 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
 
 class GraphCounters:
     """int64 counters (``fetched``, ``bytes``, ``retries``, ``cache_hits``) kept
-    in CPU variables that tf.data functions add to: no Python call per group.
-    :meth:`read` is a :meth:`tfeed.Stats.add_counter_source`."""
+    in one CPU variable that tf.data functions add to: no Python call per
+    group, one op per group.  :meth:`read` is a :meth:`tfeed.Stats.add_counter_source`."""
 
     NAMES = ("fetched", "bytes", "retries", "cache_hits")
 
     def __init__(self):
         with tf.init_scope(), tf.device("/cpu:0"):
-            self._variables = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"tfeed_{name}")
-                               for name in self.NAMES}
+            self._variable = tf.Variable(tf.zeros([len(self.NAMES)], tf.int64), trainable=False, name="tfeed_counters")
 
-    def add(self, **counts) -> list:
-        """The assign-add ops for ``counts`` (name -> int64 scalar tensor)."""
-        return [self._variables[name].assign_add(tf.cast(value, tf.int64)) for name, value in counts.items()]
+    def add(self, **counts) -> tf.Operation:
+        """The assign-add op for ``counts`` (name -> int64 scalar tensor; missing names add 0)."""
+        unknown = set(counts) - set(self.NAMES)
+        if unknown:
+            raise ValueError(f"unknown counters {sorted(unknown)}; known: {self.NAMES}")
+        return self._variable.assign_add(tf.stack([tf.cast(counts.get(name, 0), tf.int64) for name in self.NAMES]))
 
     def read(self) -> dict:
-        return {name: int(variable.numpy()) for name, variable in self._variables.items()}
+        return dict(zip(self.NAMES, (int(v) for v in self._variable.numpy())))
 
 
 def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, group_size: int = DEFAULT_GROUP_SIZE,
@@ -206,29 +217,3 @@ def _require(ops):
 
 def _grouped(dataset: tf.data.Dataset, group_size: int) -> tf.data.Dataset:
     return dataset.batch(group_size) if dataset.element_spec[0].shape.rank == 0 else dataset
-
-
-def _transcode_rare(bodies, reasons, details):
-    """PNG-transcode the bodies the op flagged (success with a format detail);
-    a body OpenCV cannot read becomes a ``decode_error``."""
-    flagged = tf.logical_and(tf.equal(reasons, ""), tf.not_equal(details, ""))
-
-    def transcode(bodies, reasons, details):
-        out_bodies, out_reasons, out_details = [], [], []
-        for body, reason, detail in zip(bodies.numpy(), reasons.numpy(), details.numpy()):
-            if not reason and detail:
-                png = sniff.transcode_to_png(body)
-                if png is None:
-                    body, reason, detail = b"", errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail
-                else:
-                    body, detail = png, b""
-            out_bodies.append(body)
-            out_reasons.append(reason)
-            out_details.append(detail)
-        return out_bodies, out_reasons, out_details
-
-    def run():
-        out = tf.py_function(transcode, [bodies, reasons, details], [tf.string] * 3, name="tfeed_native_transcode")
-        return tuple(tf.ensure_shape(t, [None]) for t in out)
-
-    return tf.cond(tf.reduce_any(flagged), run, lambda: (bodies, reasons, details))
