@@ -23,7 +23,7 @@ setup(
         "viz": ["matplotlib"],
         "progress": ["tqdm"],
         "test": ["pytest", "pytest-timeout", "scikit-image", "scikit-learn", "pillow", "pyarrow",
-                 "matplotlib", "tqdm", "psutil", "nbclient", "nbformat", "ipykernel"],
+                 "matplotlib", "tqdm", "psutil", "nbclient", "nbformat", "ipykernel", "trustme"],
         "bench": ["psutil", "matplotlib", "scikit-image", "scikit-learn", "pillow", "tensorpack==0.11"],
     },
     entry_points={"console_scripts": ["tfeed=tfeed.cli:main"]},

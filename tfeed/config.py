@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-
+import os
+from typing import Optional
 
 
 def check_choice(name: str, value, choices) -> None:
@@ -34,6 +35,10 @@ class FetchConfig:
     dns_cache_ttl: seconds a resolved address is reused.
     trust_env: honour ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``~/.netrc`` (costs
         a thread hop per request, so off unless you sit behind a proxy).
+    ca_file: PEM file of the certificate authorities trusted for https,
+        instead of the system's (e.g. a company's private CA).
+    verify_tls: ``False`` accepts any server certificate (never on the open
+        internet).  An untrusted certificate counts as ``tls`` and is not retried.
     """
 
     max_in_flight: int = 256
@@ -51,6 +56,8 @@ class FetchConfig:
     dns_cache_ttl: float = 300.0
     trust_env: bool = False
     user_agent: str = "tfeed (+https://pypi.org/project/tfeed/)"
+    ca_file: Optional[str] = None
+    verify_tls: bool = True
 
     def __post_init__(self):
         for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):
@@ -66,6 +73,10 @@ class FetchConfig:
         if not schemes:
             raise ValueError("schemes must name at least one URL scheme")
         object.__setattr__(self, "schemes", schemes)
+        if self.ca_file is not None:
+            if not os.path.isfile(self.ca_file):
+                raise ValueError(f"ca_file {self.ca_file!r} is not a file")
+            object.__setattr__(self, "ca_file", os.path.abspath(self.ca_file))
 
     def replace(self, **changes) -> "FetchConfig":
         """A copy with some fields changed (validated again)."""

@@ -121,6 +121,10 @@ async def _attempt_http(session, url, config) -> _Attempt:
                                 retryable=retryable,
                                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
             return await _read_body(response, config)
+    except aiohttp.ClientConnectorCertificateError as exc:  # also a ValueError: before invalid_url
+        return _Attempt(reason=errors.TLS, detail=str(exc))
+    except aiohttp.ClientConnectorSSLError as exc:
+        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
     except aiohttp.TooManyRedirects:
         return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:

@@ -193,7 +193,8 @@ class FetchEngine:
 
         connector = aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                          limit_per_host=self.config.connections_per_host,
-                                         ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True)
+                                         ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True,
+                                         ssl=tls_context(self.config))
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.config.user_agent},
                                      auto_decompress=True, trust_env=self.config.trust_env)
 
@@ -275,3 +276,15 @@ def _shutdown(loop, thread, session) -> None:
         pass
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
+
+
+def tls_context(config: FetchConfig):
+    """aiohttp's ``ssl`` argument for ``config``: ``False`` (no verification),
+    an ``SSLContext`` trusting ``config.ca_file``, or ``True`` (the system's CAs)."""
+    if not config.verify_tls:
+        return False
+    if config.ca_file is None:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=config.ca_file)

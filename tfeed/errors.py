@@ -24,6 +24,7 @@ INVALID_URL = "invalid_url"
 INVALID_LABEL = "invalid_label"
 READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
+TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
 
 
 FAILED_MARK = "\0"  # an undecodable element's URL column: FAILED_MARK + error + FAILED_MARK + URL

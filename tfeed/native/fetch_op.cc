@@ -154,6 +154,8 @@ struct Options {
   double connect_timeout, read_timeout, deadline, backoff, max_backoff, dns_cache_ttl;
   int64_t retries, max_redirects, max_bytes, max_in_flight, connections_per_host;
   bool http = false, https = false, file = false, trust_env = false, pass_transcodable = false;
+  bool verify_tls = true;
+  std::string ca_file;  // "": the system's CAs
   std::vector<std::string> schemes;
   std::string user_agent, protocols;
   std::string cache_dir;  // "": no cache
@@ -861,6 +863,11 @@ class Fetcher {
     if (api.easy_setopt(e, kOptProtocolsStr, opt.protocols.c_str()) == CURLE_OK) {
       api.easy_setopt(e, kOptRedirProtocolsStr, opt.protocols.c_str());
     }
+    if (!opt.ca_file.empty()) api.easy_setopt(e, CURLOPT_CAINFO, opt.ca_file.c_str());
+    if (!opt.verify_tls) {
+      api.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+      api.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     if (!opt.trust_env) {
       api.easy_setopt(e, CURLOPT_PROXY, "");  // ignore *_proxy variables
     } else {
@@ -975,6 +982,14 @@ class Fetcher {
       case CURLE_PARTIAL_FILE:
       case CURLE_BAD_CONTENT_ENCODING:
         v.reason = "truncated", v.retryable = true;
+        break;
+      case CURLE_PEER_FAILED_VERIFICATION:  // an untrusted certificate: retrying cannot help
+      case CURLE_SSL_CACERT_BADFILE:
+      case CURLE_SSL_CERTPROBLEM:
+        v.reason = "tls";
+        break;
+      case CURLE_SSL_CONNECT_ERROR:
+        v.reason = "tls", v.retryable = true;
         break;
       default:
         v.reason = "connection", v.retryable = true;
@@ -1156,6 +1171,8 @@ class TfeedFetchOp : public AsyncOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("user_agent", &opt->user_agent));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("schemes", &opt->schemes));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cache_dir", &opt->cache_dir));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("ca_file", &opt->ca_file));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("verify_tls", &opt->verify_tls));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("remember_failures_s", &f));
     opt->remember_failures_s = f;
     OP_REQUIRES(ctx, opt->cache_dir.empty() || Crc32() != nullptr,
@@ -1297,6 +1314,8 @@ REGISTER_OP("TfeedFetch")
     .Attr("pass_transcodable: bool = false")
     .Attr("cache_dir: string = ''")
     .Attr("remember_failures_s: float = 86400.0")
+    .Attr("ca_file: string = ''")
+    .Attr("verify_tls: bool = true")
     .SetIsStateful()
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       for (int i = 0; i < 4; ++i) c->set_output(i, c->input(0));
@@ -1308,7 +1327,7 @@ Downloads every URL; never fails for a bad URL.
 bodies: the image bytes, "" where the URL failed.
 reasons: "" for success, else a tfeed failure reason (timeout, connection, dns,
   too_large, truncated, too_many_redirects, not_image, decode_error,
-  invalid_url, read_error, http_<code> for 4xx, http_5xx).
+  invalid_url, read_error, tls, http_<code> for 4xx, http_5xx).
 attempts: tries made (1 = no retry; 0 = none: the URL was invalid, or it was
   answered from cache_dir -- a body, or a remembered permanent failure).
 details: for a failure, a human explanation; for a success, "" or, with
@@ -1316,6 +1335,8 @@ details: for a failure, a human explanation; for a success, "" or, with
 cache_dir: a tfeed.DiskCache directory ("" for none): http(s) bodies are read
   from it and stored in it; permanent failures (http_404, http_410, not_image)
   are remembered for remember_failures_s seconds.  No size cap or LRU refresh.
+ca_file: PEM file of the CAs trusted for https ("" for the system's);
+  verify_tls=false accepts any certificate.
 )doc");
 
 REGISTER_OP("TfeedCurlVersion").Output("version: string").SetIsStateful();

@@ -184,6 +184,7 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Op
                 connections_per_host=config.connections_per_host, dns_cache_ttl=config.dns_cache_ttl,
                 schemes=[s.lower() for s in config.schemes], trust_env=config.trust_env,
                 user_agent=config.user_agent, pass_transcodable=pass_transcodable,
+                ca_file=config.ca_file or "", verify_tls=config.verify_tls,
                 cache_dir=cache.directory if cache is not None else "",
                 remember_failures_s=cache.remember_failures_s if cache is not None else 0.0)
 

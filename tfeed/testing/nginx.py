@@ -37,8 +37,8 @@ http {{
     keepalive_timeout 65;
 {temp_paths}
     server {{
-        listen {host}:{port} backlog=1024;
-        root "{root}";
+        listen {host}:{port}{ssl} backlog=1024;
+{tls}        root "{root}";
         location / {{ try_files $uri =404; }}
     }}
 }}
@@ -63,6 +63,13 @@ def _free_port(host):
         return sock.getsockname()[1]
 
 
+def _tls_lines(tls):
+    if not tls:
+        return ""
+    certificate, key = (os.path.abspath(path) for path in tls)
+    return f'        ssl_certificate "{certificate}";\n        ssl_certificate_key "{key}";\n'
+
+
 def _temp_paths(binary, tmp):
     """``*_temp_path`` lines for every module this nginx build has (a missing one is a config error)."""
     flags = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
@@ -74,15 +81,17 @@ def _temp_paths(binary, tmp):
 
 
 class NginxServer:
-    """nginx serving the files below ``root`` on ``host:port`` (a free port when None).
+    """nginx serving the files below ``root`` on ``host:port`` (a free port when None);
+    over https with ``tls=(certificate chain PEM path, key PEM path)``.
 
     Use as a context manager or call start()/stop(). start() waits until the port
     accepts connections (at most 10 s) and raises RuntimeError with nginx's error log
     when it does not; NginxUnavailable when no nginx binary exists.
     """
 
-    def __init__(self, root, *, host="127.0.0.1", port=None):
+    def __init__(self, root, *, host="127.0.0.1", port=None, tls=None):
         self.root = os.path.abspath(root)
+        self.tls = tls  # (certificate chain PEM path, private key PEM path): serve https
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"NginxServer: {self.root} is not a directory")
         self.host = host
@@ -93,10 +102,10 @@ class NginxServer:
 
     @property
     def base_url(self):
-        """``"http://HOST:PORT/"``; raises RuntimeError before start()."""
+        """``"http://HOST:PORT/"`` (``https`` with ``tls``); raises RuntimeError before start()."""
         if self._proc is None:
             raise RuntimeError("NginxServer is not started")
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/"
 
     def url(self, name):
         """Full URL of the file ``name`` (relative to root)."""
@@ -113,7 +122,8 @@ class NginxServer:
         with open(conf, "w") as f:
             f.write(_CONF.format(
                 user="user root;\n" if os.geteuid() == 0 else "", tmp=self._tmp, host=self.host, port=port,
-                root=self.root, temp_paths=_temp_paths(binary, self._tmp)))
+                root=self.root, temp_paths=_temp_paths(binary, self._tmp), ssl=" ssl" if self.tls else "",
+                tls=_tls_lines(self.tls)))
         self._proc = subprocess.Popen([binary, "-c", conf, "-p", self._tmp, "-e", os.path.join(self._tmp, "error.log")],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.port = port
