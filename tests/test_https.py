@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 import tfeed
@@ -10,6 +15,7 @@ from tfeed.testing import NginxServer, write_images
 
 trustme = pytest.importorskip("trustme")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(not native.available(),
                                                                       reason="native op unavailable"))]
 FAST = tfeed.FetchConfig(connect_timeout=5, read_timeout=5, deadline=20, backoff=0.01, max_backoff=0.05)
@@ -77,3 +83,25 @@ def test_verify_tls_false_accepts_any_certificate(https_server, engine):
 def test_ca_file_must_exist(tmp_path):
     with pytest.raises(ValueError, match="ca_file"):
         tfeed.FetchConfig(ca_file=str(tmp_path / "missing.pem"))
+
+
+def test_warm_command_takes_ca_file_and_insecure(https_server, private_ca, tmp_path):
+    server, names = https_server
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(f"{server.url(name)}\n" for name in names))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+
+    def warm(*options, cache="c"):
+        command = [sys.executable, "-m", "tfeed", "warm", str(listing), "--cache-dir", str(tmp_path / cache),
+                   "--no-progress", *options]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+    untrusted = warm(cache="untrusted")
+    assert untrusted.returncode == 1 and json.loads(untrusted.stdout)["failures"] == {"tls": len(names)}
+    trusted = warm("--ca-file", private_ca[0])
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["fetched"] == len(names)
+    insecure = warm("--insecure", cache="insecure")
+    assert insecure.returncode == 0 and json.loads(insecure.stdout)["fetched"] == len(names)
+    missing = warm("--ca-file", str(tmp_path / "missing.pem"))
+    assert missing.returncode == 2 and "ca_file" in missing.stderr

@@ -40,15 +40,22 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="total seconds per URL, retries included (default 60)")
     group.add_argument("--retries", type=non_negative_int, default=None, metavar="N",
                        help="retries after a retryable failure (default 3)")
+    group.add_argument("--ca-file", default=None, metavar="PEM",
+                       help="CA certificates trusted for https instead of the system's")
+    group.add_argument("--insecure", action="store_true", help="accept any https certificate (like curl -k)")
 
 
 def fetch_config(args: argparse.Namespace, **overrides):
     """A :class:`tfeed.FetchConfig` from the fetch options (unset ones keep tfeed's defaults)."""
     from tfeed.config import FetchConfig
 
-    changes = {"max_in_flight": args.max_in_flight, "deadline": args.timeout, "retries": args.retries}
+    changes = {"max_in_flight": args.max_in_flight, "deadline": args.timeout, "retries": args.retries,
+               "ca_file": args.ca_file, "verify_tls": False if args.insecure else None}
     changes.update(overrides)
-    return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
+    try:
+        return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
+    except ValueError as exc:  # e.g. a --ca-file that does not exist
+        raise UsageError(str(exc)) from None
 
 
 def read_source(args: argparse.Namespace, limit: Optional[int] = None) -> Callable[[], Iterator[Pair]]:
