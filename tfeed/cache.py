@@ -9,7 +9,9 @@ entry whose length or checksum does not match is deleted and reported as a
 miss.  Several processes may read and write one directory at once.
 
 With ``max_bytes``, the least recently used entries (by modification time,
-refreshed on every hit) are evicted when the cache grows past the cap.
+refreshed on every hit) are evicted when the cache grows past the cap (down to
+90% of it).  The native fetch op reports what it wrote every ``max_bytes / 10``
+bytes, so with it the cache can pass the cap by up to that much.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Optional
 
 MAGIC = b"TFC1"
 _HEADER = struct.Struct("<4sQI")
+HEADER_BYTES = _HEADER.size
 PERMANENT_REASONS = frozenset({"http_404", "http_410", "not_image"})
 _TMP_MAX_AGE_S = 3600.0
 
@@ -76,7 +79,7 @@ class DiskCache:
         path = self.path_for(url)
         data = _HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
         _atomic_write(path, data)
-        self._grew(len(data))
+        self.grew(len(data))
 
     # -- remembered failures ---------------------------------------------
     def remember_failure(self, url: str, reason: str) -> None:
@@ -101,14 +104,14 @@ class DiskCache:
     # -- size cap --------------------------------------------------------
     def size(self) -> int:
         """Bytes of all entries (a directory scan)."""
-        return sum(entry.stat().st_size for entry in self._entries())
+        return sum(size for _, size, _ in self._entries())
 
     def evict(self, target_bytes: Optional[int] = None) -> int:
         """Delete least recently used entries until at most ``target_bytes``
         (default 90% of ``max_bytes``) remain; returns bytes freed.  Also
         removes temporary files left by killed writers."""
         target = target_bytes if target_bytes is not None else int(0.9 * (self.max_bytes or 0))
-        entries = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in self._entries()))
+        entries = sorted(self._entries())
         total = sum(size for _, size, _ in entries)
         freed = 0
         for _, size, path in entries:
@@ -120,7 +123,9 @@ class DiskCache:
             self._approx_size = total - freed
         return freed
 
-    def _grew(self, nbytes: int) -> None:
+    def grew(self, nbytes: int) -> None:
+        """Account ``nbytes`` added to the directory (by :meth:`put`, or by the
+        native fetch op, which writes entries itself); evicts when past ``max_bytes``."""
         if self.max_bytes is None:
             return
         with self._lock:
@@ -133,16 +138,23 @@ class DiskCache:
             self.evict()
 
     def _entries(self):
+        """``(mtime, size, path)`` of every entry; temporary files of writers
+        dead for an hour are removed.  Files that vanish meanwhile (another
+        process evicting, a writer renaming) are skipped."""
         now = time.time()
         for shard in os.scandir(self.directory):
             if not shard.is_dir():
                 continue
             for entry in os.scandir(shard.path):
+                try:
+                    info = entry.stat()
+                except FileNotFoundError:
+                    continue
                 if ".tmp" in entry.name:
-                    if now - entry.stat().st_mtime > _TMP_MAX_AGE_S:
+                    if now - info.st_mtime > _TMP_MAX_AGE_S:
                         self._discard(entry.path, corrupt=False)
                     continue
-                yield entry
+                yield info.st_mtime, info.st_size, entry.path
 
     def _discard(self, path: str, corrupt: bool = True) -> None:
         if corrupt:

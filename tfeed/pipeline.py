@@ -246,11 +246,10 @@ def _fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cach
     from tfeed import native
     from tfeed.native.stage import NATIVE_SCHEMES, fetch_native
 
-    native_ok = ((cache is None or cache.max_bytes is None)
-                 and {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES))
+    native_ok = {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES)
     if choice == "native" and not native_ok:
-        raise ValueError("fetch_engine='native' cannot use a cache with max_bytes or schemes beyond "
-                         f"{NATIVE_SCHEMES}; use fetch_engine='python'")
+        raise ValueError(f"fetch_engine='native' cannot read schemes beyond {NATIVE_SCHEMES}; "
+                         "use fetch_engine='python'")
     ops = native.load() if choice != "python" and native_ok else None
     if ops is None and choice == "native":
         raise RuntimeError("fetch_engine='native': the native fetch op is unavailable (see the warning above)")

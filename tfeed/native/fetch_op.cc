@@ -417,6 +417,7 @@ bool ReadCached(const std::string& path, tstring* body) {
     body->resize_uninitialized(length);
     ok = ReadFully(fd, body->mdata(), length) && Checksum(body->data(), length) == crc;
   }
+  if (ok) futimens(fd, nullptr);  // a hit is recent use: DiskCache's LRU eviction goes by mtime
   close(fd);
   if (!ok) {
     body->clear();
@@ -1334,7 +1335,8 @@ details: for a failure, a human explanation; for a success, "" or, with
   pass_transcodable, the format (tiff, jp2, pnm) the caller must transcode.
 cache_dir: a tfeed.DiskCache directory ("" for none): http(s) bodies are read
   from it and stored in it; permanent failures (http_404, http_410, not_image)
-  are remembered for remember_failures_s seconds.  No size cap or LRU refresh.
+  are remembered for remember_failures_s seconds.  A hit refreshes the entry's
+  mtime (LRU); the size cap is the caller's (tfeed.DiskCache.grew).
 ca_file: PEM file of the CAs trusted for https ("" for the system's);
   verify_tls=false accepts any certificate.
 )doc");

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed import errors, sniff
-from tfeed.cache import DiskCache
+from tfeed.cache import HEADER_BYTES, DiskCache
 from tfeed.config import FetchConfig
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.stats import Stats
@@ -55,17 +55,15 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     ``on_error`` and dropped.  ``num_parallel_calls`` groups are fetched at
     once (default ``2 * ceil(config.max_in_flight / group_size)``).  ``ops`` is
     the loaded op module (default :func:`tfeed.native.load`).  ``cache``: a
-    :class:`tfeed.DiskCache` without ``max_bytes`` (the op reads and writes
-    its format itself, GIL-free, but keeps no size cap).
+    :class:`tfeed.DiskCache` (the op reads and writes its format itself,
+    GIL-free; with ``max_bytes``, the bytes it wrote reach
+    :meth:`~tfeed.DiskCache.grew` every ``max_bytes / 10``, which evicts).
 
     Raises ValueError for schemes the op does not read (use
     :func:`tfeed.fetching.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
     and RuntimeError when the op is unavailable.
     """
     handle = resolve_policy(on_error)
-    if cache is not None and cache.max_bytes is not None:
-        raise ValueError("the native fetch op keeps no cache size cap: use a DiskCache without max_bytes, "
-                         "or fetch_engine='python'")
     ops = _require(ops)
     fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=True,
                                       cache=cache)
@@ -73,12 +71,15 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
 
     counters = GraphCounters()
     stats.add_counter_source(counters.read)
+    unreported = CacheGrowth(cache) if cache is not None and cache.max_bytes is not None else None
 
-    def settle(urls, bodies, reasons, details):
+    def settle(urls, bodies, reasons, details, written):
         """Python for a group the op flagged: count and handle its failures,
-        PNG-transcode its rare formats.  Returns ``keep [n]`` and the
-        transcoded rows with their new bodies (bodies are read only for those)."""
+        PNG-transcode its rare formats, report ``written`` cache bytes when
+        due.  Returns ``keep [n]``, the transcoded rows with their new bodies
+        (bodies are read only for those) and the cache bytes reported."""
         keep, rows, pngs = [], [], []
+        reported = unreported.report(int(written)) if unreported is not None else 0
         try:
             for row, (url, reason, detail) in enumerate(zip(urls.numpy(), reasons.numpy(), details.numpy())):
                 if not reason and detail:  # a success in a format tf.io cannot decode
@@ -96,17 +97,28 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
         except Exception as exc:  # the policy raised: the accounting stage re-raises it
             stats.fail(exc)
             raise
-        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object)
+        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object), np.int64(reported)
 
     def record_op(bodies, labels, urls, reasons, attempts, details):
-        def flagged():  # one cond, Python only for a group with a failure or a format to transcode
-            keep, rows, pngs = tf.py_function(settle, [urls, bodies, reasons, details],
-                                              [tf.bool, tf.int64, tf.string], name="tfeed_native_settle")
-            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
-            return tf.ensure_shape(keep, [None]), settled
+        ok = tf.equal(reasons, "")
+        clean = tf.logical_and(ok, tf.equal(details, ""))
+        quiet = tf.reduce_all(clean)
+        written = tf.constant(0, tf.int64)
+        if unreported is not None:  # the cache entries this group added, not yet reported
+            written = unreported.add(tf.where(tf.logical_and(ok, attempts > 0),
+                                              tf.cast(tf.strings.length(bodies), tf.int64) + HEADER_BYTES, 0))
+            quiet = tf.logical_and(quiet, written < unreported.every)
 
-        clean = tf.logical_and(tf.equal(reasons, ""), tf.equal(details, ""))
-        keep, bodies = tf.cond(tf.reduce_all(clean), lambda: (clean, bodies), flagged)
+        def flagged():  # one cond, Python only for a group with a failure, a format to transcode, cache growth
+            keep, rows, pngs, reported = tf.py_function(settle, [urls, bodies, reasons, details, written],
+                                                        [tf.bool, tf.int64, tf.string, tf.int64],
+                                                        name="tfeed_native_settle")
+            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
+            done = [unreported.subtract(reported)] if unreported is not None else []
+            with tf.control_dependencies(done):
+                return tf.ensure_shape(keep, [None]), tf.identity(settled)
+
+        keep, bodies = tf.cond(quiet, lambda: (clean, bodies), flagged)
         attempts = tf.cast(attempts, tf.int64)
         counted = counters.add(
             fetched=tf.reduce_sum(tf.cast(keep, tf.int64)),
@@ -144,6 +156,32 @@ class GraphCounters:
 
     def read(self) -> dict:
         return dict(zip(self.NAMES, (int(v) for v in self._variable.numpy())))
+
+
+class CacheGrowth:
+    """Bytes the op wrote into a capped :class:`tfeed.DiskCache`, counted in a
+    CPU variable and reported to :meth:`~tfeed.DiskCache.grew` (which evicts)
+    once ``every`` bytes (a tenth of the cap) have gathered."""
+
+    def __init__(self, cache: DiskCache):
+        self.cache = cache
+        self.every = max(1, cache.max_bytes // 10)
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self._variable = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="tfeed_cache_unreported")
+
+    def add(self, sizes: tf.Tensor) -> tf.Tensor:
+        """Add a group's written ``sizes`` (int64 ``[n]``); the unreported total after it."""
+        return self._variable.assign_add(tf.reduce_sum(sizes))
+
+    def subtract(self, reported: tf.Tensor) -> tf.Operation:
+        return self._variable.assign_sub(reported)
+
+    def report(self, unreported: int) -> int:
+        """Python side: hand ``unreported`` bytes to the cache when due; the bytes handed."""
+        if unreported < self.every:
+            return 0
+        self.cache.grew(unreported)
+        return unreported
 
 
 def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, group_size: int = DEFAULT_GROUP_SIZE,
