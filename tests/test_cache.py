@@ -221,13 +221,14 @@ def test_progress_bar_and_keras_callbacks(served, small_images, tmp_path, capsys
     assert history.history["fetch_cache_hit_rate"][0] == 1.0
 
 
-def test_warm_cache_then_train_offline(served, small_images, tmp_path):
+@pytest.mark.parametrize("engine", ["native", "python"], indirect=True)
+def test_warm_cache_is_resumable(served, small_images, tmp_path, engine):
     from tfeed.warm import warm_cache
 
     urls = [served.url(name) for name in sorted(small_images)] + [served.url("gone.jpg")]
-    snap = warm_cache(urls, str(tmp_path), progress=False)
+    snap = warm_cache(urls, str(tmp_path), progress=False, fetch_engine=engine)
     assert snap["fetched"] == len(small_images) and snap["failures"] == {"http_404": 1}
-    again = warm_cache(urls, str(tmp_path), progress=False)
+    again = warm_cache(urls, str(tmp_path), progress=False, fetch_engine=engine)
     assert again["cache_hits"] == len(small_images)
     assert served.request_count() == len(small_images) + 1
 

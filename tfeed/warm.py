@@ -12,24 +12,26 @@ from typing import Optional
 
 from tfeed.cache import DiskCache
 from tfeed.config import FetchConfig
-from tfeed.engine import FetchEngine
-from tfeed.fetching import fetch
+from tfeed.pipeline import choose_fetch_stage
 from tfeed.readers import pair_factory
 from tfeed.source import Selection, UrlGenerator, url_dataset
 from tfeed.stats import Stats
 
 
 def warm_cache(source, cache_dir, *, fetch_config: Optional[FetchConfig] = None, url_column: str = "url",
-               progress: bool = True, max_bytes: Optional[int] = None, stats: Optional[Stats] = None) -> dict:
+               progress: bool = True, max_bytes: Optional[int] = None, stats: Optional[Stats] = None,
+               fetch_engine: str = "auto") -> dict:
     """Download ``source``'s URLs into ``cache_dir``; returns the stats snapshot
     (``fetched``, ``cache_hits``, ``failed``, ``failures`` by reason...).
-    Pass ``stats`` to read the failed URLs afterwards."""
+    Pass ``stats`` to read the failed URLs afterwards.  ``fetch_engine`` as
+    in :func:`tfeed.image_dataset_from_urls` (``"auto"``: native when it loads)."""
     cache = cache_dir if isinstance(cache_dir, DiskCache) else DiskCache(cache_dir, max_bytes=max_bytes)
     stats = stats if stats is not None else Stats()
     factory = pair_factory(source, url_column=url_column)
     generator = UrlGenerator(factory, Selection(), None, stats, shuffle=False, seed=0, shuffle_buffer_size=1)
-    engine = FetchEngine(fetch_config or FetchConfig(), stats, cache=cache)
-    bodies = url_dataset(generator).apply(fetch(engine)).batch(64)
+    stage, engine, _ = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, 0, cache,
+                                          on_error="skip", deterministic=False)
+    bodies = url_dataset(generator).apply(stage).batch(64)
     bar = _bar(progress)
     try:
         for body, _, urls in bodies:
@@ -41,7 +43,8 @@ def warm_cache(source, cache_dir, *, fetch_config: Optional[FetchConfig] = None,
     finally:
         if bar is not None:
             bar.close()
-        engine.close()
+        if engine is not None:
+            engine.close()
     return stats.snapshot()
 
 
