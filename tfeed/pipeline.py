@@ -190,8 +190,8 @@ def image_dataset_from_urls(
         generator_resume = resume_from if selection.subset != "validation" else None
         generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
                                  shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
-        fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed, cache,
-                                                on_error=on_error, deterministic=deterministic)
+        fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed,
+                                                      cache, on_error=on_error, deterministic=deterministic)
         if progress:
             ProgressBar(stats, desc=selection.subset or "tfeed")
         first_epoch = generator_resume.epoch if generator_resume is not None else 0
@@ -240,7 +240,7 @@ def batch_with_labels(dataset: tf.data.Dataset, label_mode: Optional[str], num_c
 
 
 def choose_fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cache: Optional[DiskCache], *,
-                 on_error: ErrorPolicy, deterministic: bool):
+                       on_error: ErrorPolicy, deterministic: bool):
     """``(stage, engine, ops)``: the native stage (engine None, ops the loaded
     op module) or the Python engine's (ops None)."""
     from tfeed import native

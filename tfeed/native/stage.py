@@ -79,8 +79,8 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
         due.  Returns ``keep [n]``, the transcoded rows with their new bodies
         (bodies are read only for those) and the cache bytes reported."""
         keep, rows, pngs = [], [], []
-        reported = unreported.report(int(written)) if unreported is not None else 0
         try:
+            reported = unreported.report(int(written)) if unreported is not None else 0
             for row, (url, reason, detail) in enumerate(zip(urls.numpy(), reasons.numpy(), details.numpy())):
                 if not reason and detail:  # a success in a format tf.io cannot decode
                     png = sniff.transcode_to_png(bodies[row].numpy())
@@ -94,7 +94,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
                                              detail.decode(errors="replace"))
                     stats.record_failure(failure)
                     handle(failure)
-        except Exception as exc:  # the policy raised: the accounting stage re-raises it
+        except Exception as exc:  # the policy (or eviction) raised: the accounting stage re-raises it
             stats.fail(exc)
             raise
         return keep, np.array(rows, np.int64), np.array(pngs, dtype=object), np.int64(reported)
