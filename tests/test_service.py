@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +129,29 @@ def test_parallel_epochs_gives_each_url_once_per_worker(cluster, server):
     counts = collections.Counter(_labels(ds))
     assert counts == {i: 2 for i in range(12)}
     assert ds.stats.snapshot()["failures"] == {}
+
+
+def test_trainers_sharing_a_job_name_split_the_epoch_exactly_once(cluster, server):
+    pairs = _pairs(server)
+    datasets = [tfeed.image_dataset_from_urls(pairs, service=cluster.address, image_size=(16, 16), batch_size=4,
+                                              seed=4, job_name="shared", fetch_config=FetchConfig(retries=0))
+                for _ in range(2)]
+    received = [None, None]
+
+    def read(i):
+        received[i] = _labels(datasets[i])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(labels is not None for labels in received), "a trainer did not finish"
+    assert sorted(received[0] + received[1]) == list(range(48))  # each good URL once, to one of the two
+    snaps = [ds.stats.snapshot() for ds in datasets]
+    assert all("lost" not in snap["failures"] for snap in snaps), snaps  # the other's share is not "lost"
+    assert sum(snap["delivered"] for snap in snaps) == 48
+    assert collections.Counter(snaps[0]["failures"]) + collections.Counter(snaps[1]["failures"]) == EXPECTED_FAILURES
 
 
 def test_invalid_processing_mode_is_refused_before_any_work(cluster):

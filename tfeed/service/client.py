@@ -10,6 +10,10 @@ failed are recorded as ``lost`` (one :class:`tfeed.Failure` each, through the
 error policy), and a warning names the count.  When nothing at all arrived,
 a :class:`ServiceUnavailableError` is raised instead.
 
+With ``shared=True`` (trainers sharing a job through ``job_name``) each
+trainer receives only its share of the URLs, so the ones it did not receive
+are not counted as lost: a stall ends the epoch with a warning only.
+
 The thread left blocked in the stalled iterator is abandoned (TensorFlow
 offers no way to cancel it); it holds no lock and exits if it ever wakes.
 """
@@ -58,11 +62,12 @@ class WatchdogReader:
 
     def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], urls: List[str], stats: Stats,
                  handle: Callable[[errors.Failure], None], *, stall_timeout: float,
-                 invalid: Tuple[errors.Failure, ...] = (), queue_size: int = 8):
+                 invalid: Tuple[errors.Failure, ...] = (), queue_size: int = 8, shared: bool = False):
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
         self._make_dataset, self._urls, self._stats, self._handle = make_dataset, urls, stats, handle
         self._stall_timeout, self._invalid, self._queue_size = float(stall_timeout), invalid, queue_size
+        self._shared = shared
         self._epochs = itertools.count()
 
     def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -121,11 +126,16 @@ class WatchdogReader:
         finally:
             stop.set()
         missing = sum(count for count in expected.values() if count > 0)
-        if missing:  # the job ended without them: a worker was lost and the service moved on
+        if missing and not self._shared:  # the job ended without them: a worker was lost and the service moved on
             self._record_lost(expected, "the tf.data service job ended without this URL (worker lost)")
 
     def _stalled(self, expected, received):
         missing = sum(count for count in expected.values() if count > 0)
+        if self._shared:
+            _log.warning("tfeed service: no element for %g s after %d; ending the epoch (the job is shared: "
+                         "the %d URL(s) this trainer did not receive may have gone to another trainer)",
+                         self._stall_timeout, received, missing)
+            return
         _log.warning("tfeed service: no element for %g s after %d; ending the epoch with %d URL(s) lost "
                      "(a worker died mid-epoch?)", self._stall_timeout, received, missing)
         self._record_lost(expected, f"no element from the tf.data service for {self._stall_timeout:g} s "

@@ -60,7 +60,9 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
     ``processing_mode``: ``"distributed_epoch"`` (each URL goes to one worker:
     every URL once per epoch) or ``"parallel_epochs"`` (every worker runs the
     whole epoch: each URL once per worker).  ``job_name``: trainers passing
-    the same name share each epoch's job (its name gets ``-epoch<N>``).
+    the same name share each epoch's job (its name gets ``-epoch<N>``); each
+    trainer's stats then count only what it received, and no URL is counted
+    as ``lost`` (a trainer cannot tell another's share from a lost one).
     ``stall_timeout``: seconds without an element after which the epoch ends
     and the URLs not yet seen count as ``lost``.
 
@@ -105,7 +107,8 @@ def service_dataset(source, *, service: str, processing_mode: str = "distributed
                         num_parallel_calls=num_parallel_calls, ops=ops)
         make = _distributed_epochs(urls, indices, settings, seed, service, processing_mode,
                                    f"{job_name}-{name}" if job_name and name else job_name)
-        reader = WatchdogReader(make, list(urls), stats, handle, stall_timeout=stall_timeout, invalid=invalid)
+        reader = WatchdogReader(make, list(urls), stats, handle, stall_timeout=stall_timeout, invalid=invalid,
+                                shared=job_name is not None)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
             tf.TensorSpec([None, *image_size, 3], tf.float32), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.string))).unbatch()
