@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
@@ -93,14 +94,20 @@ def apply_affine(image: tf.Tensor, matrix: tf.Tensor, bias: tf.Tensor) -> tf.Ten
     return out
 
 
+def matvec(matrix: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+    """``matrix [3, 3] @ vector [3]`` in two small ops (``tf.linalg.matvec``
+    takes three; the colour algebra runs per image, where op count is cost)."""
+    return tf.reduce_sum(matrix * vector, axis=-1)
+
+
 def chain(first: Affine, then: Affine) -> Affine:
     """The affine map ``then(first(x))``."""
     (m1, b1), (m2, b2) = first, then
-    return tf.matmul(m2, m1), tf.linalg.matvec(m2, b1) + b2
+    return tf.matmul(m2, m1), matvec(m2, b1) + b2
 
 
 def identity_affine() -> Affine:
-    return tf.eye(3), tf.zeros([3])
+    return tf.constant(np.eye(3, dtype=np.float32)), tf.zeros([3])
 
 
 def slices(ops, u: tf.Tensor) -> list:
@@ -114,12 +121,12 @@ def slices(ops, u: tf.Tensor) -> list:
 
 def chain_ops(ops, parts, mean: tf.Tensor) -> Affine:
     """One affine map for colour ops applied in order, starting at ``mean``."""
-    total = identity_affine()
+    total = None
     for op, u in zip(ops, parts):
         step = op.affine(mean, u)
-        total = chain(total, step)
-        mean = tf.linalg.matvec(step[0], mean) + step[1]
-    return total
+        total = step if total is None else chain(total, step)
+        mean = matvec(step[0], mean) + step[1]
+    return total if total is not None else identity_affine()
 
 
 def mean_for(ops, image: tf.Tensor) -> tf.Tensor:
@@ -262,7 +269,7 @@ class RandomOrder(Op):
             branches = [lambda op=op, part=part, mean=mean: op.affine(mean, part) for op, part in zip(self.ops, parts)]
             step = tf.switch_case(order[position], branches)
             total = chain(total, step)
-            mean = tf.linalg.matvec(step[0], mean) + step[1]
+            mean = matvec(step[0], mean) + step[1]
         return total
 
 

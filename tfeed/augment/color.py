@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.augment.base import ColorOp, Compose, Op, RandomOrder, check_probability, to_float
+from tfeed.augment.base import ColorOp, Compose, Op, RandomOrder, check_probability, matvec, to_float
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as fb.resnet.torch
 # ImageNet RGB statistics from fb.resnet.torch (AlexNet's PCA lighting); the
@@ -29,9 +29,8 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-def luma_row() -> tf.Tensor:
-    """``[1, 3]``: the luma of a pixel is ``luma_row() @ rgb``."""
-    return tf.constant([GRAY_WEIGHTS], tf.float32)
+EYE = np.eye(3, dtype=np.float32)
+TO_GRAY = np.tile(np.asarray([GRAY_WEIGHTS], np.float32), (3, 1))  # every channel becomes the luma
 
 
 def blend_factor(u: tf.Tensor, strength: float) -> tf.Tensor:
@@ -56,7 +55,7 @@ class Brightness(ColorOp):
         check_strength("strength", self.strength)
 
     def affine(self, mean, u):
-        return blend_factor(u, self.strength) * tf.eye(3), tf.zeros([3])
+        return blend_factor(u, self.strength) * EYE, tf.zeros([3])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +73,7 @@ class Contrast(ColorOp):
     def affine(self, mean, u):
         factor = blend_factor(u, self.strength)
         mean_luma = tf.reduce_sum(tf.constant(GRAY_WEIGHTS, tf.float32) * mean)
-        return factor * tf.eye(3), tf.fill([3], (1.0 - factor) * mean_luma)
+        return factor * EYE, tf.fill([3], (1.0 - factor) * mean_luma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +89,7 @@ class Saturation(ColorOp):
 
     def affine(self, mean, u):
         factor = blend_factor(u, self.strength)
-        to_gray = tf.ones([3, 1]) @ luma_row()  # every channel becomes the luma
-        return factor * tf.eye(3) + (1.0 - factor) * to_gray, tf.zeros([3])
+        return factor * EYE + (1.0 - factor) * TO_GRAY, tf.zeros([3])
 
 
 def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, *,
@@ -135,10 +133,10 @@ class Lighting(ColorOp):
         inverse normal CDF of ``u`` times ``stddev``)."""
         alpha = randomness.standard_normal(u) * self.stddev
         weights = alpha * tf.constant(self.eigval, tf.float32) * self.scale
-        return tf.linalg.matvec(tf.constant(self.eigvec, tf.float32), weights)
+        return matvec(tf.constant(self.eigvec, tf.float32), weights)
 
     def affine(self, mean, u):
-        return tf.eye(3), self.offset(u)
+        return tf.constant(EYE), self.offset(u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +155,8 @@ class Normalize(ColorOp):
         object.__setattr__(self, "std", tuple(std.tolist()))
 
     def affine(self, mean, u):
-        scale = 1.0 / tf.constant(self.std, tf.float32)
-        return tf.linalg.diag(scale), -tf.constant(self.mean, tf.float32) * scale
+        scale = 1.0 / np.asarray(self.std, np.float32)
+        return tf.constant(np.diag(scale)), tf.constant(-np.asarray(self.mean, np.float32) * scale)
 
 
 @dataclasses.dataclass(frozen=True)
