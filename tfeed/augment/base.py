@@ -35,6 +35,7 @@ from tfeed.augment import randomness
 from tfeed.decoding import check_image_size, decode_image
 
 Affine = Tuple[tf.Tensor, tf.Tensor]  # (matrix [3, 3], bias [3])
+EYE = np.eye(3, dtype=np.float32)
 
 
 class Op:
@@ -107,7 +108,7 @@ def chain(first: Affine, then: Affine) -> Affine:
 
 
 def identity_affine() -> Affine:
-    return tf.constant(np.eye(3, dtype=np.float32)), tf.zeros([3])
+    return tf.constant(EYE), tf.zeros([3])
 
 
 def slices(ops, u: tf.Tensor) -> list:

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.augment.base import ColorOp, Compose, Op, RandomOrder, check_probability, matvec, to_float
+from tfeed.augment.base import EYE, ColorOp, Compose, Op, RandomOrder, check_probability, matvec, to_float
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as fb.resnet.torch
 # ImageNet RGB statistics from fb.resnet.torch (AlexNet's PCA lighting); the
@@ -29,7 +29,6 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-EYE = np.eye(3, dtype=np.float32)
 TO_GRAY = np.tile(np.asarray([GRAY_WEIGHTS], np.float32), (3, 1))  # every channel becomes the luma
 
 

@@ -52,10 +52,7 @@ def fetch_config(args: argparse.Namespace, **overrides):
     changes = {"max_in_flight": args.max_in_flight, "deadline": args.timeout, "retries": args.retries,
                "ca_file": args.ca_file, "verify_tls": False if args.insecure else None}
     changes.update(overrides)
-    try:
-        return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
-    except ValueError as exc:  # e.g. a --ca-file that does not exist
-        raise UsageError(str(exc)) from None
+    return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
 
 
 def read_source(args: argparse.Namespace, limit: Optional[int] = None) -> Callable[[], Iterator[Pair]]:
