@@ -29,11 +29,11 @@ START_TIMEOUT = 60.0
 class Cluster:
     """A dispatcher and ``workers`` worker processes; every process is stopped by PID on close."""
 
-    def __init__(self, tmp_path: Path, workers: int = 2):
+    def __init__(self, tmp_path: Path, workers: int = 2, dispatcher_args=()):
         self.procs = []
         self.logs = tmp_path
         try:
-            dispatcher = self._start("dispatcher")
+            dispatcher = self._start("dispatcher", *dispatcher_args)
             self.address = self._ready(dispatcher)
             pending = [self._start("worker", "--dispatcher", self.address) for _ in range(workers)]
             self.workers = [(proc, self._ready(proc)) for proc in pending]
@@ -195,6 +195,31 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path):
     if lost:
         assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
     print(f"worker killed at 40 delivered; {delivered} delivered of 240, {lost} lost; epoch {elapsed:.1f} s")
+
+
+def test_a_restarted_dispatcher_serves_the_next_epoch(tmp_path, server):
+    """docs/service.md: restart a dead dispatcher on the same port and work dir; workers reconnect."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    journaled = ["--port", str(port), "--fault-tolerant", "--work-dir", str(tmp_path / "journal")]
+    c = Cluster(tmp_path, workers=1, dispatcher_args=journaled)
+    dispatcher, worker = c.procs
+    try:
+        pairs = _pairs(server, good=16)[:16]
+        ds = tfeed.image_dataset_from_urls(pairs, service=c.address, image_size=(16, 16), batch_size=4, seed=5)
+        assert sorted(_labels(ds)) == list(range(16))
+        dispatcher.kill()  # SIGKILL: a crash, not a clean stop
+        dispatcher.wait(timeout=30)
+        restarted = c._start("dispatcher", *journaled)
+        assert c._ready(restarted) == c.address
+        assert sorted(_labels(ds)) == list(range(16)), "epoch 2 after the restart"
+        assert worker.poll() is None, "the worker outlived the dispatcher's restart"
+        assert ds.stats.snapshot()["failures"] == {}
+    finally:
+        c.close()
 
 
 FALLBACK_SCRIPT = textwrap.dedent("""
