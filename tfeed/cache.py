@@ -11,7 +11,8 @@ miss.  Several processes may read and write one directory at once.
 With ``max_bytes``, the least recently used entries (by modification time,
 refreshed on every hit) are evicted when the cache grows past the cap (down to
 90% of it).  The native fetch op reports what it wrote every ``max_bytes / 10``
-bytes, so with it the cache can pass the cap by up to that much.
+bytes (checked after each group of 32), so with it the cache can pass the cap
+by up to that much plus one group of bodies until the next check.
 """
 
 from __future__ import annotations
