@@ -107,6 +107,7 @@ def test_bench_stages_json_counts_failures(served, capsys):
     report = json.loads(captured.out)
     expected = sum("status=404" in line for line in served["urls"].read_text().splitlines()[:24])
     assert [row["stage"] for row in report["stages"]] == ["fetch", "fetch+decode"]
+    assert len({row["engine"] for row in report["stages"]}) == 1  # both stages on the engine training uses
     for row in report["stages"]:
         assert row["images"] == 24 - expected and row["failed"] == expected and row["images_per_s"] > 0
     assert status == (1 if expected else 0)

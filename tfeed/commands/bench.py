@@ -133,8 +133,8 @@ def measure(pairs, stage: str, *, size: int, batch_size: int, config, augment=No
             parallelism: Optional[int] = None, progress: bool = False, desc: Optional[str] = None):
     """One pass of ``stage`` over ``pairs``; returns ``(row, stats)`` where row
     has ``stage, images, failed, failures, seconds, images_per_s,
-    concurrency, parallelism``.  Time runs from creating the iterator to
-    its end (dataset construction excluded)."""
+    concurrency, parallelism, engine`` (``native`` or ``python``).  Time runs
+    from creating the iterator to its end (dataset construction excluded)."""
     from tqdm import tqdm
 
     if stage == "fetch":
@@ -155,28 +155,29 @@ def measure(pairs, stage: str, *, size: int, batch_size: int, config, augment=No
     row = {"stage": STAGE_NAMES[stage], "images": count, "failed": int(snapshot["failed"]),
            "failures": dict(snapshot["failures"]), "seconds": round(seconds, 4),
            "images_per_s": round(count / seconds, 2) if seconds > 0 else 0.0,
-           "concurrency": config.max_in_flight, "parallelism": parallelism or "auto"}
+           "concurrency": config.max_in_flight, "parallelism": parallelism or "auto",
+           "engine": dataset.fetch_engine}
     return row, stats
 
 
 def _fetch_only(pairs, config, batch_size: int):
-    """The fetch stage alone: a dataset of batches of body lengths."""
+    """The fetch stage alone, on the engine training would use (native when it
+    loads): a dataset of batches of body lengths."""
     import tensorflow as tf
 
-    from tfeed.engine import FetchEngine
-    from tfeed.fetching import fetch
-    from tfeed.pipeline import finish
+    from tfeed.pipeline import choose_fetch_stage, finish
     from tfeed.stats import Stats
 
     stats = Stats()
-    engine = FetchEngine(config, stats)
+    stage, engine, _ = choose_fetch_stage("auto", config, stats, 0, None, on_error="skip", deterministic=False)
     urls = tf.constant([url for url, _ in pairs], dtype=tf.string)
     dataset = (tf.data.Dataset.from_tensor_slices((urls, tf.zeros_like(urls, dtype=tf.int64)))
-               .apply(fetch(engine))
+               .apply(stage)
                .map(lambda body, label, url: tf.strings.length(body))
                .batch(batch_size))
     dataset = finish(dataset)
     dataset._tfeed_engine = engine
+    dataset.fetch_engine = "python" if engine is not None else "native"
     return dataset, stats
 
 
