@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import tensorflow as tf
 
@@ -31,3 +33,10 @@ def match_images(images, bodies, size=(32, 32)):
         assert len(hits) == 1, f"image matches {len(hits)} references"
         found.append(hits[0])
     return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

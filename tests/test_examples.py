@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -83,15 +84,9 @@ def _private_network():
     return [], "-"
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_distributed_sender_and_receiver_move_images_between_processes(tmp_path):
     prefix, ip = _private_network()
-    port = SERVICE_PORT if prefix else _free_port()
+    port = SERVICE_PORT if prefix else free_port()
     args = [*prefix, sys.executable, "-c", DRIVER, ip, sys.executable, os.path.join(EXAMPLES, "distributed_sender.py"),
             os.path.join(EXAMPLES, "distributed_receiver.py"), str(port), str(tmp_path)]
     driver = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env(), cwd=ROOT)

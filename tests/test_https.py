@@ -50,34 +50,32 @@ def read(server, names, engine, config):
     dataset = tfeed.image_dataset_from_urls([(server.url(name), i) for i, name in enumerate(names)],
                                             image_size=(16, 16), batch_size=None, labels=None, shuffle=False,
                                             fetch_engine=engine, fetch_config=config)
-    count = sum(1 for _ in dataset)
-    return count, dataset.stats.snapshot()
+    return sum(1 for _ in dataset), dataset.stats
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_https_with_a_private_ca_delivers_every_image(https_server, private_ca, engine):
     server, names = https_server
     assert server.base_url.startswith("https://")
-    count, snapshot = read(server, names, engine, FAST.replace(ca_file=private_ca[0]))
-    assert count == snapshot["delivered"] == len(names) and snapshot["failed"] == 0
+    count, stats = read(server, names, engine, FAST.replace(ca_file=private_ca[0]))
+    assert count == stats.snapshot()["delivered"] == len(names) and stats.snapshot()["failed"] == 0
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_untrusted_certificate_counts_as_tls_without_retries(https_server, engine):
     server, names = https_server
-    dataset = tfeed.image_dataset_from_urls([server.url(name) for name in names], image_size=(16, 16),
-                                            batch_size=None, labels=None, fetch_engine=engine, fetch_config=FAST)
-    assert sum(1 for _ in dataset) == 0  # the system's CAs do not know trustme's
-    snapshot = dataset.stats.snapshot()
+    count, stats = read(server, names, engine, FAST)
+    assert count == 0  # the system's CAs do not know trustme's
+    snapshot = stats.snapshot()
     assert snapshot["failures"] == {"tls": len(names)} and snapshot["retries"] == 0
-    assert all("certificate" in failure.detail.lower() for failure in dataset.stats.failed_urls())
+    assert all("certificate" in failure.detail.lower() for failure in stats.failed_urls())
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_verify_tls_false_accepts_any_certificate(https_server, engine):
     server, names = https_server
-    count, snapshot = read(server, names, engine, FAST.replace(verify_tls=False))
-    assert count == len(names) and snapshot["failed"] == 0
+    count, stats = read(server, names, engine, FAST.replace(verify_tls=False))
+    assert count == len(names) and stats.snapshot()["failed"] == 0
 
 
 def test_ca_file_must_exist(tmp_path):

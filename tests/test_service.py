@@ -21,6 +21,8 @@ from tfeed.config import FetchConfig
 from tfeed.testing import ImageServer, encode
 from tfeed.testing.server import stop_process
 
+from helpers import free_port
+
 pytestmark = pytest.mark.skipif(not tfeed.native.available(), reason="the native fetch op cannot be built here")
 
 START_TIMEOUT = 60.0
@@ -199,12 +201,7 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path):
 
 def test_a_restarted_dispatcher_serves_the_next_epoch(tmp_path, server):
     """docs/service.md: restart a dead dispatcher on the same port and work dir; workers reconnect."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    journaled = ["--port", str(port), "--fault-tolerant", "--work-dir", str(tmp_path / "journal")]
+    journaled = ["--port", str(free_port()), "--fault-tolerant", "--work-dir", str(tmp_path / "journal")]
     c = Cluster(tmp_path, workers=1, dispatcher_args=journaled)
     dispatcher, worker = c.procs
     try:
