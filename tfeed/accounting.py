@@ -89,9 +89,9 @@ def _epoch_end(stats: Stats, element_spec) -> tf.data.Dataset:
         stats.finish_epoch()
         return False
 
-    def empty_like(_):
-        return tf.nest.map_structure(
-            lambda spec: tf.zeros([d if d is not None else 0 for d in spec.shape], spec.dtype), element_spec)
-
-    closer = tf.data.Dataset.range(1).map(lambda _: tf.py_function(finish, [], tf.bool))
-    return closer.filter(lambda keep: keep).map(empty_like)
+    # One function: a filter that never keeps its one (empty) element.  Each
+    # function here is instantiated when the epoch ends, on the way to the
+    # end of the iteration: a map, filter, map chain took ~5 ms more.
+    empty = tf.nest.map_structure(
+        lambda spec: tf.zeros([d if d is not None else 0 for d in spec.shape], spec.dtype), element_spec)
+    return tf.data.Dataset.from_tensors(empty).filter(lambda *_: tf.py_function(finish, [], tf.bool))

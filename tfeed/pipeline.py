@@ -24,6 +24,7 @@ from tfeed.labels import LABEL_MODES, encode_labels
 from tfeed.progress import ProgressBar
 from tfeed.readers import pair_factory
 from tfeed.resume import Position
+from tfeed.single_device import single_device_functions
 from tfeed.source import Selection, UrlGenerator, resolve_labels, url_dataset
 from tfeed.stats import Stats
 
@@ -158,16 +159,17 @@ def image_dataset_from_urls(
     if service is not None:
         from tfeed.service.dataset import service_dataset
 
-        return service_dataset(
-            source, service=service, processing_mode=processing_mode, job_name=job_name, labels=labels,
-            label_mode=label_mode, class_names=class_names, batch_size=batch_size, image_size=image_size,
-            shuffle=shuffle, seed=seed, validation_split=validation_split, subset=subset,
-            interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
-            pad_to_aspect_ratio=pad_to_aspect_ratio, url_column=url_column, label_column=label_column,
-            num_shards=num_shards, shard_index=shard_index, on_error=on_error, deterministic=deterministic,
-            fetch_config=fetch_config, num_parallel_calls=num_parallel_calls, prefetch_to_device=prefetch_to_device,
-            progress=progress, autotune=autotune, augment=augment, cache_dir=cache_dir, resume_from=resume_from,
-            fetch_engine=fetch_engine)
+        with single_device_functions():
+            return service_dataset(
+                source, service=service, processing_mode=processing_mode, job_name=job_name, labels=labels,
+                label_mode=label_mode, class_names=class_names, batch_size=batch_size, image_size=image_size,
+                shuffle=shuffle, seed=seed, validation_split=validation_split, subset=subset,
+                interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                pad_to_aspect_ratio=pad_to_aspect_ratio, url_column=url_column, label_column=label_column,
+                num_shards=num_shards, shard_index=shard_index, on_error=on_error, deterministic=deterministic,
+                fetch_config=fetch_config, num_parallel_calls=num_parallel_calls, prefetch_to_device=prefetch_to_device,
+                progress=progress, autotune=autotune, augment=augment, cache_dir=cache_dir, resume_from=resume_from,
+                fetch_engine=fetch_engine)
     augmentation = plan_augment(augment, image_size, seed, deterministic=deterministic,
                                 crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
     image_size = augmentation.image_size
@@ -184,37 +186,40 @@ def image_dataset_from_urls(
     num_classes = len(label_index) if label_index is not None else 0
     encode_labels(label_mode, num_classes)  # validates label_mode against the classes
 
+    decode_calls = num_parallel_calls or DECODE_CALLS_PER_CORE * (os.cpu_count() or 2)
     datasets = []
-    for selection in selections:
-        stats = Stats()
-        generator_resume = resume_from if selection.subset != "validation" else None
-        generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
-                                 shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
-        fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed,
-                                                      cache, on_error=on_error, deterministic=deterministic)
-        if progress:
-            ProgressBar(stats, desc=selection.subset or "tfeed")
-        first_epoch = generator_resume.epoch if generator_resume is not None else 0
-        dataset = (url_dataset(generator)
-                   .apply(fetch_stage)
-                   .apply(augmentation.keys(first_epoch))
-                   .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
-                                 pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
-                                 isolate_errors=False,
-                                 num_parallel_calls=num_parallel_calls or DECODE_CALLS_PER_CORE * (os.cpu_count() or 2),
-                                 deterministic=deterministic, decoder=augmentation.decoder,
-                                 finisher=augmentation.finisher, mark_in=URL_COLUMN, ops=ops)))
-        dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
-                                    augmentation.apply if augmentation.per_example else None)
-        # Progress bars hear of each batch as it goes: the journal would tell them late.
-        dataset = dataset.apply(augmentation.drop_keys).apply(
-            account(stats, ops=ops, journal=ops is not None and not progress))
-        dataset = finish(dataset, prefetch_to_device, autotune=autotune)
-        dataset.class_names = list(label_index.class_names) if label_index is not None else None
-        dataset.stats = stats
-        dataset.fetch_engine = "python" if engine is not None else "native"
-        dataset._tfeed_engine = engine  # keeps the Python engine alive as long as the dataset
-        datasets.append(dataset)
+    # Functions without Grappler: each epoch's iterator starts ~35 ms sooner (see tfeed.single_device).
+    with single_device_functions():
+        for selection in selections:
+            stats = Stats()
+            generator_resume = resume_from if selection.subset != "validation" else None
+            generator = UrlGenerator(factory, selection, label_index, stats, shuffle=shuffle, seed=seed,
+                                     shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
+            fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed,
+                                                          cache, on_error=on_error, deterministic=deterministic)
+            if progress:
+                ProgressBar(stats, desc=selection.subset or "tfeed")
+            first_epoch = generator_resume.epoch if generator_resume is not None else 0
+            dataset = (url_dataset(generator)
+                       .apply(fetch_stage)
+                       .apply(augmentation.keys(first_epoch))
+                       .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                                     pad_to_aspect_ratio=pad_to_aspect_ratio, skip_errors=on_error != "raise",
+                                     isolate_errors=False,
+                                     num_parallel_calls=decode_calls,
+                                     deterministic=deterministic, decoder=augmentation.decoder,
+                                     finisher=augmentation.finisher, mark_in=URL_COLUMN, ops=ops)))
+            dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
+                                        augmentation.apply if augmentation.per_example else None)
+            # Progress bars hear of each batch as it goes: the journal would tell them late.
+            dataset = dataset.apply(augmentation.drop_keys).apply(
+                account(stats, ops=ops, journal=ops is not None and not progress))
+            dataset = finish(dataset, prefetch_to_device, autotune=autotune)
+            dataset.class_names = list(label_index.class_names) if label_index is not None else None
+            dataset.stats = stats
+            dataset.fetch_engine = "python" if engine is not None else "native"
+            dataset._tfeed_engine = engine  # keeps the Python engine alive as long as the dataset
+            datasets.append(dataset)
     return tuple(datasets) if subset == "both" else datasets[0]
 
 

@@ -1,0 +1,54 @@
+"""tfeed.single_device: tf.data functions built inside the block skip Grappler
+(they carry the single-device attribute); nothing else is touched."""
+
+import threading
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
+
+import tfeed
+from tfeed.single_device import ATTRIBUTE, single_device_functions
+
+
+def function_attributes(dataset: tf.data.Dataset) -> dict:
+    """Function name -> whether it carries the attribute, from the dataset's graph."""
+    graph = graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    return {f.signature.name: f.attr[ATTRIBUTE].b if ATTRIBUTE in f.attr else False for f in graph.library.function}
+
+
+def test_functions_built_inside_carry_the_attribute_and_still_run():
+    with single_device_functions() as active:
+        inside = tf.data.Dataset.range(4).map(lambda x: x * 2).filter(lambda x: x > 0)
+    assert active
+    outside = tf.data.Dataset.range(4).map(lambda x: x * 2)
+    assert function_attributes(inside) and all(function_attributes(inside).values())
+    assert function_attributes(outside) and not any(function_attributes(outside).values())
+    assert list(inside.as_numpy_iterator()) == [2, 4, 6]
+
+
+def test_other_threads_are_untouched():
+    built = {}
+    started, release = threading.Event(), threading.Event()
+
+    def other():
+        started.wait()
+        built["other"] = tf.data.Dataset.range(2).map(lambda x: x + 1)
+        release.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with single_device_functions():
+        started.set()
+        release.wait(60)
+    thread.join()
+    assert not any(function_attributes(built["other"]).values())
+
+
+def test_pipeline_functions_are_single_device(server, small_images):
+    urls = [server.url(name) for name in sorted(small_images)[:3]]
+    ds = tfeed.image_dataset_from_urls([(url, "a") for url in urls], image_size=(8, 8), batch_size=2, seed=0)
+    # The dataset-level functions (those tf.data instantiates per iterator);
+    # branches of tf.cond and the like are instantiated by their ops, without Grappler anyway.
+    attributes = {name: on for name, on in function_attributes(ds).items() if "_Dataset_" in name}
+    assert len(attributes) >= 8 and all(attributes.values()), attributes
+    assert sum(int(images.shape[0]) for images, _ in ds) == 3
