@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tfeed import native
+from tfeed.native import build as native_build
 from tfeed.testing import ImageServer, NginxServer, encode, sample_photos, write_images
 
 
@@ -40,3 +42,17 @@ def nginx(small_images, tmp_path_factory):
     write_images(small_images, root)
     with NginxServer(root) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def ops():
+    """The loaded native op library; skipped only when g++ or libcurl's headers are absent."""
+    try:
+        native_build.build()
+    except native_build.BuildError as exc:
+        if exc.missing is not None:
+            pytest.skip(f"native op cannot be built here: {exc}")
+        raise
+    module = native.load()
+    assert module is not None
+    return module

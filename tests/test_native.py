@@ -22,27 +22,12 @@ import pytest
 import tensorflow as tf
 
 import tfeed
-from tfeed import native
 from tfeed.native import build as native_build
 from tfeed.native.stage import fetch_kwargs, fetch_native, fetch_native_graph
 from tfeed.testing import ImageServer
 
 FAST = tfeed.FetchConfig(retries=2, backoff=0.01, max_backoff=0.05, deadline=10, read_timeout=5)
 _unique = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def ops():
-    """The loaded op; skipped only when g++ or libcurl's headers are absent."""
-    try:
-        native_build.build()
-    except native_build.BuildError as exc:
-        if exc.missing is not None:
-            pytest.skip(f"native op cannot be built here: {exc}")
-        raise
-    module = native.load()
-    assert module is not None
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -170,9 +170,9 @@ def image_dataset_from_urls(
                 fetch_config=fetch_config, num_parallel_calls=num_parallel_calls, prefetch_to_device=prefetch_to_device,
                 progress=progress, autotune=autotune, augment=augment, cache_dir=cache_dir, resume_from=resume_from,
                 fetch_engine=fetch_engine)
-    augmentation = plan_augment(augment, image_size, seed, deterministic=deterministic,
-                                crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
-    image_size = augmentation.image_size
+    planned = plan_augment(augment, image_size, seed, deterministic=deterministic,
+                           crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
+    image_size = planned.image_size
     subsets = ("training", "validation") if subset == "both" else (subset,)
     selections = [Selection(validation_split, name, seed, num_shards, shard_index) for name in subsets]
 
@@ -197,6 +197,7 @@ def image_dataset_from_urls(
                                      shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
             fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed,
                                                           cache, on_error=on_error, deterministic=deterministic)
+            augmentation = planned.with_ops(ops, batched=batch_size is not None)
             if progress:
                 ProgressBar(stats, desc=selection.subset or "tfeed")
             first_epoch = generator_resume.epoch if generator_resume is not None else 0
@@ -212,7 +213,7 @@ def image_dataset_from_urls(
             dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
                                         augmentation.apply if augmentation.per_example else None)
             # Progress bars hear of each batch as it goes: the journal would tell them late.
-            dataset = dataset.apply(augmentation.drop_keys).apply(
+            dataset = dataset.apply(augmentation.after_batch).apply(
                 account(stats, ops=ops, journal=ops is not None and not progress))
             dataset = finish(dataset, prefetch_to_device, autotune=autotune)
             dataset.class_names = list(label_index.class_names) if label_index is not None else None

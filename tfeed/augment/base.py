@@ -44,6 +44,7 @@ class Op:
     draws = 0             # uniforms per image
     color_affine = False  # True: also implements affine() (see the module docstring)
     needs_mean = False    # True: affine() reads the mean colour
+    mirrors = False       # True: a left-right mirror or not, per mirrored(u) (keeps the mean colour)
 
     def transform(self, image: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
@@ -51,6 +52,10 @@ class Op:
     def affine(self, mean: tf.Tensor, u: tf.Tensor) -> Affine:
         """``(matrix, bias)`` of this op for an image of mean colour ``mean``."""
         raise TypeError(f"{self!r} is not a per-pixel affine colour op")
+
+    def mirrored(self, u: tf.Tensor) -> tf.Tensor:
+        """bool scalar: whether this op mirrors the image for draws ``u`` (ops with ``mirrors``)."""
+        raise TypeError(f"{self!r} is not a mirror op")
 
     def decode_transform(self, body: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         """Decode ``body`` (any format ``decode_image`` reads) and transform.
@@ -303,13 +308,22 @@ class Recipe(Compose):
     color_affine = False
 
     def decode(self, body, seed):
-        first = self.ops[0]
-        return first.decode_transform(body, randomness.draw(seed, self.draws)[:first.draws])
+        return self.decode_drawn(body, randomness.draw(seed, self.draws))
 
     def after_decode(self, image, label, seed):
         """The ops after the decode step; ``image`` is what :meth:`decode` returned."""
-        parts = slices(self.ops, randomness.draw(seed, self.draws))
-        return self._finish(run_ops(self.ops[1:], parts[1:], image)), label
+        return self.after_decode_drawn(image, randomness.draw(seed, self.draws)), label
+
+    def decode_drawn(self, body, u):
+        """:meth:`decode` given the recipe's draws ``u`` (float32 ``[draws]``)."""
+        first = self.ops[0]
+        return first.decode_transform(body, u[:first.draws])
+
+    def after_decode_drawn(self, image, u, stop: Optional[int] = None):
+        """:meth:`after_decode` given the draws ``u``, running ``ops[1:stop]``
+        (the rest can run per batch: :mod:`tfeed.augment.batched`)."""
+        parts = slices(self.ops, u)
+        return self._finish(run_ops(self.ops[1:stop], parts[1:stop], image))
 
     def transform(self, image, u):
         return self._finish(super().transform(image, u))

@@ -127,12 +127,16 @@ class HorizontalFlip(Op):
     probability: float = 0.5
 
     draws = 1
+    mirrors = True
 
     def __post_init__(self):
         check_probability("probability", self.probability)
 
+    def mirrored(self, u):
+        return u[0] < self.probability
+
     def transform(self, image, u):
-        return tf.cond(u[0] < self.probability, lambda: tf.reverse(image, axis=[1]), lambda: tf.identity(image))
+        return tf.cond(self.mirrored(u), lambda: tf.reverse(image, axis=[1]), lambda: tf.identity(image))
 
 
 @dataclasses.dataclass(frozen=True)

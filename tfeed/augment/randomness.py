@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
@@ -89,11 +89,12 @@ def epoch_keys(seed: int, epochs: Callable[[], int]) -> tf.data.Dataset:
     return once.flat_map(lambda key: tf.data.Dataset.from_tensors(key).repeat())
 
 
-def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
+def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0, then: Optional[Callable] = None
                  ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply`` that appends
     each element's key: ``(*element)`` becomes ``(*element, key: int64 [2])``,
-    with the URL read from ``element[url_index]`` (a string scalar).
+    with the URL read from ``element[url_index]`` (a string scalar).  With
+    ``then``, ``then(key)`` is appended instead (e.g. the key's draws).
 
     Each new iterator over the result counts as the next epoch
     (``first_epoch``, then +1 each time; a resumed run passes its epoch).
@@ -102,7 +103,8 @@ def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0
     counter = itertools.count(int(first_epoch))
 
     def add_key(element, epoch_part):
-        return (*element, element_key_from(epoch_part, element[url_index]))
+        key = element_key_from(epoch_part, element[url_index])
+        return (*element, then(key) if then is not None else key)
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         if not isinstance(dataset.element_spec, tuple):

@@ -3,12 +3,18 @@
 Three kinds of ``augment``, three wirings (elements after fetch are
 ``(body, label, url)``)::
 
-    Recipe (a preset):  keys -> recipe.decode + recipe.after_decode (one map) -> batch -> labels, drop keys
+    Recipe (a preset):  draws -> recipe.decode + ops up to its tail (one map) -> batch -> labels
+                          -> colour-and-flip tail per batch, drop draws
     other tfeed op:     keys -> decode + resize(image_size) -> labels -> op(image, label, key) -> batch
     fn(image, label):          decode + resize(image_size) -> labels -> fn(image, label) -> batch
 
 ``keys`` appends ``key = [hash(url), hash(seed, epoch)]`` (see
-:mod:`tfeed.augment.randomness`) and the augment step drops it again.
+:mod:`tfeed.augment.randomness`); for a Recipe, ``draws`` appends the
+uniforms that key stands for (``[recipe.draws]``, drawn once per example).
+The augment step drops that column again.  A Recipe's tail of colour ops
+and flips runs per batch with the native kernel (:mod:`tfeed.augment.batched`)
+when the pipeline batches and the op library is loaded; otherwise per
+example, with the same images up to float rounding.
 
 Image size: a Recipe fixes its own ``output_size``, which becomes the
 dataset's; an explicit ``image_size`` that differs is a ValueError.  Without
@@ -22,8 +28,9 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tfeed.augment import randomness
 from tfeed.augment.base import Op, Recipe
-from tfeed.augment.randomness import element_keys
+from tfeed.augment.batched import BatchTail, batch_tail, tail_start
 from tfeed.decoding import check_image_size
 
 DEFAULT_IMAGE_SIZE = (256, 256)
@@ -37,6 +44,13 @@ class AugmentPlan:
     image_size: Tuple[int, int]
     seed: int
     deterministic: bool = False
+    tail: Optional[BatchTail] = None  # a Recipe's colour-and-flip tail, run per batch
+
+    def with_ops(self, ops, batched: bool) -> "AugmentPlan":
+        """This plan with the Recipe's tail moved after batching where it can
+        (``batched`` and ``ops``, the loaded :mod:`tfeed.native` module, has the kernel)."""
+        tail = batch_tail(self.augment, ops) if isinstance(self.augment, Recipe) and batched else None
+        return dataclasses.replace(self, tail=tail)
 
     @property
     def seeded(self) -> bool:
@@ -50,35 +64,48 @@ class AugmentPlan:
         if not isinstance(self.augment, Recipe):
             return None
         recipe = self.augment
-        return lambda body, label, url, key: recipe.decode(body, key)
+        return lambda body, label, url, u: recipe.decode_drawn(body, u)
 
     @property
     def finisher(self) -> Optional[Callable]:
-        """``fn(image, body, label, url, key) -> image``: the Recipe's ops after
-        its decode step (they cannot fail on a decoded image), or None."""
+        """``fn(image, body, label, url, u) -> image``: the Recipe's ops after
+        its decode step, up to the tail when that runs per batch (they cannot
+        fail on a decoded image), or None."""
         if not isinstance(self.augment, Recipe):
             return None
         recipe = self.augment
-        return lambda image, body, label, url, key: recipe.after_decode(image, label, key)[0]
+        stop = tail_start(recipe) if self.tail is not None else None
+        return lambda image, body, label, url, u: recipe.after_decode_drawn(image, u, stop)
 
     @property
     def per_example(self) -> bool:
         """Whether :meth:`apply` adds a per-example stage (which then sees encoded labels)."""
         return self.augment is not None and not isinstance(self.augment, Recipe)
 
-    def drop_keys(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-        """After batching: ``(*columns, keys)`` -> ``columns`` where a Recipe's
-        keys are still attached; unchanged otherwise."""
+    def after_batch(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """After batching, for a Recipe: ``(images, *columns, draws)`` ->
+        ``(images, *columns)``, the tail applied to ``images`` when it runs
+        per batch; unchanged for anything else."""
         if not isinstance(self.augment, Recipe):
             return dataset
-        return dataset.map(lambda *columns: columns[:-1])
+        tail = self.tail
+        if tail is None:
+            return dataset.map(lambda *columns: columns[:-1])
+        return dataset.map(lambda images, *columns: (tail(images, columns[-1]), *columns[:-1]),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic,
+                           name="tfeed_augment_tail")
 
     def keys(self, first_epoch: int = 0) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
         """Stage after fetch: ``(body, label, url)`` -> ``(body, label, url, key)``
-        when the augmentation is seeded; unchanged otherwise."""
+        when the augmentation is seeded (a Recipe: the key's draws instead of
+        the key); unchanged otherwise."""
         if not self.seeded:
             return lambda dataset: dataset
-        return element_keys(self.seed, url_index=2, first_epoch=first_epoch)
+        then = None
+        if isinstance(self.augment, Recipe):
+            count = self.augment.draws
+            then = lambda key: randomness.draw(key, count)  # noqa: E731
+        return randomness.element_keys(self.seed, url_index=2, first_epoch=first_epoch, then=then)
 
     def apply(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         """Stage after labels: ``(image, label, url[, key])`` -> ``(image, label, url)``

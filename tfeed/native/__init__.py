@@ -4,7 +4,11 @@
 bodies, failure reasons, attempt counts and details.  A single process-wide
 libcurl loop serves every call, so hundreds of requests are in flight while
 no tf.data thread waits on the network.  Being a graph op, it also runs where
-``py_function`` cannot, e.g. on tf.data service workers.
+``py_function`` cannot, e.g. on tf.data service workers.  The same library
+holds the pipeline's other kernels: ``TfeedTryCall`` / ``TfeedKeepRows``
+(``try_op.cc``), the delivery journal (``journal_op.cc``) and
+``TfeedAffineMirror``, the per-batch colour-and-flip step of augmentation
+recipes (``augment_op.cc``).
 
 Importing this package builds nothing; :func:`load` compiles the op on first
 use (see :mod:`tfeed.native.build`) and returns None, after one warning, when

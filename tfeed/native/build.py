@@ -27,7 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("fetch_op.cc", "try_op.cc", "journal_op.cc"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fetch_op.cc", "try_op.cc", "journal_op.cc",
+                                                             "augment_op.cc"))
 LIBRARY_NAME = "tfeed_fetch_op.so"
 INSTALL_HINT = "apt-get install g++ libcurl4-openssl-dev"
 _CXXFLAGS = ("-shared", "-fPIC", "-O2", "-std=c++17", "-Wno-deprecated-declarations")
