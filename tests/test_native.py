@@ -448,6 +448,34 @@ def test_try_call_returns_zeros_and_the_error_instead_of_failing(ops, photos):
     assert error[0] == b"" and b"image" in error[1].numpy().lower() and b"\n" not in error[1].numpy()
 
 
+def test_try_call_falls_back_in_order_and_reports_the_last_error(ops, photos, small_images):
+    jpeg, png = photos["astronaut.jpg"], small_images["img01.png"]
+    spec = [tf.TensorSpec([], tf.string)]
+
+    @tf.function(input_signature=spec)
+    def jpeg_only(body):  # fails on anything but a JPEG (decode_jpeg itself would read a PNG)
+        height, width = tf.unstack(tf.image.extract_jpeg_shape(body)[:2])
+        whole = tf.image.decode_and_crop_jpeg(body, tf.stack([0, 0, height, width]), channels=3)
+        return tf.image.resize(whole, (8, 8)) + 1000.0
+
+    @tf.function(input_signature=spec)
+    def any_format(body):
+        return tf.image.resize(tf.io.decode_image(body, channels=3, expand_animations=False), (8, 8))
+
+    def tried(body):
+        (image,), ok, error = ops.tfeed_try_call(
+            [body], Tout=[tf.float32], output_shapes=[[8, 8, 3]], f=jpeg_only.get_concrete_function(),
+            fallbacks=[any_format.get_concrete_function()])
+        return image, ok, error
+
+    (images, ok, error), = list(tf.data.Dataset.from_tensor_slices([jpeg, png, b"neither"]).map(tried).batch(3))
+    assert ok.numpy().tolist() == [True, True, False]
+    assert images[0].numpy().min() >= 1000.0  # the JPEG took the first function
+    np.testing.assert_allclose(images[1].numpy(), any_format(tf.constant(png)).numpy())  # the PNG, the fallback
+    assert not images[2].numpy().any()
+    assert b"unknown image file format" in error[2].numpy().lower()  # the last one tried: decode_image
+
+
 def test_keep_rows_forwards_or_drops_rows(ops):
     floats = tf.reshape(tf.range(12, dtype=tf.float32), [3, 2, 2])
     strings = tf.constant(["a", "b", "c"])

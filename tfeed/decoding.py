@@ -74,7 +74,8 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
            skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
            deterministic: bool = False, decoder: Optional[Callable[..., tf.Tensor]] = None,
            finisher: Optional[Callable[..., tf.Tensor]] = None, mark_in: Optional[int] = None,
-           ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           ops=None, jpeg_decoder: Optional[Callable[..., tf.Tensor]] = None
+           ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
@@ -102,7 +103,10 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     becomes a zero image and the string column ``rest[mark_in]`` (the URL)
     carries the error (:func:`mark_failed`), so ``map`` stays fusable with the
     following ``batch`` (``ignore_errors`` in between prevents that fusion);
-    after batching, :func:`failed_rows` finds those rows.
+    after batching, :func:`failed_rows` finds those rows.  There,
+    ``jpeg_decoder`` (same signature as ``decoder``, for JPEG bodies only) is
+    tried first and ``decoder`` only for bodies it fails on: no ``tf.cond``
+    on the format per example.
     """
     check_image_size(image_size)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -136,8 +140,12 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
                 function = None  # the whole recipe runs in the call: its final shape is static
         tried = function or concrete(lambda *args: decode_one(*args)[0], (body, *rest))
         shape = tried.structured_outputs.shape
+        fallbacks = []
+        if function is not None and jpeg_decoder is not None:
+            tried, fallbacks = concrete(jpeg_decoder, (body, *rest)), [function]
         (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[tried.structured_outputs.dtype],
-                                                 output_shapes=[shape], f=tried, name="tfeed_try_decode")
+                                                 output_shapes=[shape], f=tried, fallbacks=fallbacks,
+                                                 name="tfeed_try_decode")
         image.set_shape(shape)
         if function is not None:
             image = finish(image, body, *rest)

@@ -209,6 +209,7 @@ def image_dataset_from_urls(
                                      isolate_errors=False,
                                      num_parallel_calls=decode_calls,
                                      deterministic=deterministic, decoder=augmentation.decoder,
+                                     jpeg_decoder=augmentation.jpeg_decoder,
                                      finisher=augmentation.finisher, mark_in=URL_COLUMN, ops=ops)))
             dataset = batch_with_labels(dataset, label_mode, max(num_classes, 1), batch_size,
                                         augmentation.apply if augmentation.per_example else None)

@@ -45,6 +45,7 @@ class Op:
     color_affine = False  # True: also implements affine() (see the module docstring)
     needs_mean = False    # True: affine() reads the mean colour
     mirrors = False       # True: a left-right mirror or not, per mirrored(u) (keeps the mean colour)
+    jpeg_path = False     # True: also implements decode_jpeg_transform()
 
     def transform(self, image: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
@@ -61,6 +62,11 @@ class Op:
         """Decode ``body`` (any format ``decode_image`` reads) and transform.
         Ops that can skip work while decoding (a crop) override this."""
         return self.transform(decode_image(body), u)
+
+    def decode_jpeg_transform(self, body: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        """:meth:`decode_transform` for a JPEG ``body`` only, without the test
+        for the format (ops with ``jpeg_path``); other formats make it fail."""
+        raise TypeError(f"{self!r} has no JPEG-only decode path")
 
     def apply(self, image: tf.Tensor, seed) -> tf.Tensor:
         return self.transform(image, randomness.draw(seed, self.draws))
@@ -318,6 +324,16 @@ class Recipe(Compose):
         """:meth:`decode` given the recipe's draws ``u`` (float32 ``[draws]``)."""
         first = self.ops[0]
         return first.decode_transform(body, u[:first.draws])
+
+    @property
+    def jpeg_path(self):
+        return self.ops[0].jpeg_path
+
+    def decode_jpeg_drawn(self, body, u):
+        """:meth:`decode_drawn` for JPEG bodies only (when :attr:`jpeg_path`;
+        other formats make it fail, and :meth:`decode_drawn` reads them)."""
+        first = self.ops[0]
+        return first.decode_jpeg_transform(body, u[:first.draws])
 
     def after_decode_drawn(self, image, u, stop: Optional[int] = None):
         """:meth:`after_decode` given the draws ``u``, running ``ops[1:stop]``

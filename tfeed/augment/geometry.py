@@ -103,19 +103,27 @@ class RandomResizedCrop(Op):
         cropped = crop(image, self.window(tf.shape(image), u))
         return resize(cropped, self.size, self.interpolation, self.antialias)
 
+    jpeg_path = True
+
     def decode_transform(self, body, u):
         """Decode only the crop window of a JPEG; other formats decode fully,
         then crop.  The window is the same either way."""
-
-        def jpeg():
-            window = self.window(tf.image.extract_jpeg_shape(body), u)
-            return tf.image.decode_and_crop_jpeg(body, window, channels=3)
 
         def other():
             image = decode_image(body)
             return crop(image, self.window(tf.shape(image), u))
 
-        cropped = tf.cond(tf.io.is_jpeg(body), jpeg, other)
+        cropped = tf.cond(tf.io.is_jpeg(body), lambda: self._jpeg_window(body, u), other)
+        return self._resized(cropped)
+
+    def decode_jpeg_transform(self, body, u):
+        return self._resized(self._jpeg_window(body, u))
+
+    def _jpeg_window(self, body, u):
+        window = self.window(tf.image.extract_jpeg_shape(body), u)
+        return tf.image.decode_and_crop_jpeg(body, window, channels=3)
+
+    def _resized(self, cropped):
         cropped.set_shape([None, None, 3])
         return resize(cropped, self.size, self.interpolation, self.antialias)
 

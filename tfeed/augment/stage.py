@@ -67,6 +67,17 @@ class AugmentPlan:
         return lambda body, label, url, u: recipe.decode_drawn(body, u)
 
     @property
+    def jpeg_decoder(self) -> Optional[Callable]:
+        """Like :attr:`decoder`, for JPEG bodies only (other formats make it
+        fail): the pipeline tries it first and falls back to :attr:`decoder`,
+        which saves a ``tf.cond`` on the format per example.  None if the
+        Recipe's decode step has no such path."""
+        if not isinstance(self.augment, Recipe) or not self.augment.jpeg_path:
+            return None
+        recipe = self.augment
+        return lambda body, label, url, u: recipe.decode_jpeg_drawn(body, u)
+
+    @property
     def finisher(self) -> Optional[Callable]:
         """``fn(image, body, label, url, u) -> image``: the Recipe's ops after
         its decode step, up to the tail when that runs per batch (they cannot
