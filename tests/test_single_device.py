@@ -52,3 +52,15 @@ def test_pipeline_functions_are_single_device(server, small_images):
     attributes = {name: on for name, on in function_attributes(ds).items() if "_Dataset_" in name}
     assert len(attributes) >= 8 and all(attributes.values()), attributes
     assert sum(int(images.shape[0]) for images, _ in ds) == 3
+
+
+def test_autotune_pipelines_still_iterate(server, small_images):
+    # tf.data's inject_prefetch rewrite fails on single-device functions returning an
+    # int32 among several outputs (labels) once autotune is on; tfeed turns it off.
+    rows = [(server.url(name), name[-3:]) for name in sorted(small_images)[:5]]
+    tuned = tfeed.image_dataset_from_urls(rows, image_size=(8, 8), batch_size=2, seed=0, autotune=True)
+    assert sum(int(labels.shape[0]) for _, labels in tuned) == 5
+    options = tf.data.Options()
+    options.autotune.enabled = True  # a caller switching autotune on afterwards
+    later = tfeed.image_dataset_from_urls(rows, image_size=(8, 8), batch_size=2, seed=0).with_options(options)
+    assert sum(int(labels.shape[0]) for _, labels in later) == 5

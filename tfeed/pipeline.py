@@ -24,7 +24,7 @@ from tfeed.labels import LABEL_MODES, encode_labels
 from tfeed.progress import ProgressBar
 from tfeed.readers import pair_factory
 from tfeed.resume import Position
-from tfeed.single_device import single_device_functions
+from tfeed.single_device import keep_working, single_device_functions
 from tfeed.source import Selection, UrlGenerator, resolve_labels, url_dataset
 from tfeed.stats import Stats
 
@@ -275,7 +275,7 @@ def finish(dataset: tf.data.Dataset, prefetch_to_device: Optional[str] = None, *
     Blocking fetch calls run on a private thread pool sized so that decoding
     always has every core (tf.data's default pool has one thread per core).
     """
-    options = tf.data.Options()
+    options = keep_working(tf.data.Options())  # this ends with its own prefetch anyway
     options.threading.private_threadpool_size = 2 * (os.cpu_count() or 2) + 8
     options.autotune.enabled = autotune
     dataset = dataset.with_options(options)

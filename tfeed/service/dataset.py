@@ -27,6 +27,7 @@ from tfeed.labels import encode_labels
 from tfeed.readers import pair_factory
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
+from tfeed.single_device import keep_working
 from tfeed.source import NO_LABEL, LabelIndex, Selection, resolve_labels
 from tfeed.stats import Stats
 
@@ -163,7 +164,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _distributed_epochs(urls, indices, settings, seed, service, processing_mode, job_name):
-    options = tf.data.Options()
+    options = keep_working(tf.data.Options())
     options.threading.private_threadpool_size = 2 * (os.cpu_count() or 2) + 8
     options.autotune.enabled = False
 
