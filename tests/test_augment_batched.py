@@ -92,3 +92,17 @@ def test_pipeline_runs_the_tail_per_batch_with_the_same_images(ops):
     assert sorted(got) == sorted(one_by_one) == list(range(len(rows)))
     for label, image in got.items():
         np.testing.assert_allclose(image, one_by_one[label], atol=1e-2)
+
+
+def test_other_formats_fall_back_quietly_from_the_jpeg_crop(ops, capfd):
+    # The pipeline tries the JPEG-only crop first; a PNG must fall back to the general
+    # path without libjpeg's "Not a JPEG file" on stderr, and without a failure.
+    rng = np.random.default_rng(3)
+    bodies = {f"{i}.{fmt}": encode(rng.integers(0, 256, (50 + i, 60, 3), dtype=np.uint8), fmt.replace("jpg", "jpeg"))
+              for i, fmt in enumerate(["png", "jpg", "webp", "png", "jpg", "bmp"])}
+    with ImageServer(bodies) as server:
+        ds = tfeed.image_dataset_from_urls([(server.url(name), 0) for name in bodies], augment=augment.imagenet_train(24),
+                                           batch_size=3, seed=0, fetch_engine="native")
+        assert sum(int(images.shape[0]) for images, _ in ds) == len(bodies)
+    assert ds.stats.snapshot()["failed"] == 0
+    assert "Not a JPEG" not in capfd.readouterr().err

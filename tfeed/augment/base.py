@@ -113,9 +113,11 @@ def matvec(matrix: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
 
 
 def chain(first: Affine, then: Affine) -> Affine:
-    """The affine map ``then(first(x))``."""
+    """The affine map ``then(first(x))``.  The 3x3 product is a multiply and
+    a sum, not ``tf.matmul``: batched (the per-batch tail), oneDNN's matmul
+    rounded the same product differently from call to call in the last bit."""
     (m1, b1), (m2, b2) = first, then
-    return tf.matmul(m2, m1), matvec(m2, b1) + b2
+    return tf.reduce_sum(m2[..., :, :, None] * m1[..., None, :, :], axis=-2), matvec(m2, b1) + b2
 
 
 def identity_affine() -> Affine:

@@ -117,6 +117,10 @@ class RandomResizedCrop(Op):
         return self._resized(cropped)
 
     def decode_jpeg_transform(self, body, u):
+        # Refuse other formats before libjpeg sees them (it would print "Not a JPEG file" to stderr).
+        checked = tf.debugging.Assert(tf.io.is_jpeg(body), ["not a JPEG"])
+        with tf.control_dependencies([checked]):
+            body = tf.identity(body)
         return self._resized(self._jpeg_window(body, u))
 
     def _jpeg_window(self, body, u):
