@@ -64,3 +64,20 @@ def test_autotune_pipelines_still_iterate(server, small_images):
     options.autotune.enabled = True  # a caller switching autotune on afterwards
     later = tfeed.image_dataset_from_urls(rows, image_size=(8, 8), batch_size=2, seed=0).with_options(options)
     assert sum(int(labels.shape[0]) for _, labels in later) == 5
+
+
+def test_a_callers_own_augment_function_keeps_the_default_build(server, small_images):
+    rows = [(server.url(name), "a") for name in sorted(small_images)[:2]]
+
+    def brighter(image, label):  # the caller's function: may use resources on other devices
+        return image * 1.5, label
+
+    ds = tfeed.image_dataset_from_urls(rows, image_size=(8, 8), batch_size=2, seed=0, augment=brighter)
+    attributes = {name: on for name, on in function_attributes(ds).items() if "_Dataset_" in name}
+    off = [name for name, on in attributes.items() if not on]
+    assert len(off) == 1 and "map" in off[0], attributes  # only the map calling brighter
+    assert len(attributes) - len(off) >= 8  # tfeed's own functions still are single-device
+    with single_device_functions():
+        with single_device_functions(enabled=False):
+            nested = tf.data.Dataset.range(2).map(lambda x: x + 1)
+    assert not any(function_attributes(nested).values())

@@ -67,11 +67,13 @@ def _install() -> bool:
 
 
 @contextlib.contextmanager
-def single_device_functions():
+def single_device_functions(enabled: bool = True):
     """Within the block, tf.data functions built on this thread are single-device
     (no Grappler when an iterator instantiates them).  Yields whether that is
-    in effect (False: this TensorFlow's internals were not recognised)."""
-    active = _install()
+    in effect (False: this TensorFlow's internals were not recognised).
+    ``enabled=False`` turns it off for a nested block (e.g. around a caller's
+    own function, which may use resources on another device)."""
+    active = _install() if enabled else False
     previous = getattr(_state, "active", False)
     _state.active = active
     try:

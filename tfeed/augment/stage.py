@@ -32,6 +32,7 @@ from tfeed.augment import randomness
 from tfeed.augment.base import Op, Recipe
 from tfeed.augment.batched import BatchTail, batch_tail, tail_start
 from tfeed.decoding import check_image_size
+from tfeed.single_device import single_device_functions
 
 DEFAULT_IMAGE_SIZE = (256, 256)
 
@@ -128,8 +129,11 @@ class AugmentPlan:
             step = lambda image, label, url, key: (*augment(image, label, key), url)
         else:
             step = lambda image, label, url: (*augment(image, label), url)
-        return dataset.map(step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic,
-                           name="tfeed_augment")
+        # A caller's own function keeps tf.data's default (multi-device) build: it may use
+        # resources on another device, which a single-device function cannot reach.
+        with single_device_functions(enabled=self.seeded):
+            return dataset.map(step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic,
+                               name="tfeed_augment")
 
 
 def plan(augment, image_size: Optional[Sequence[int]], seed: int, *, deterministic: bool = False,
