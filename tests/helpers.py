@@ -6,6 +6,7 @@ import socket
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
 
 import tfeed
 
@@ -40,3 +41,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def dataset_functions(dataset: tf.data.Dataset) -> list:
+    """The FunctionDefs in ``dataset``'s serialized graph (its stages' functions and theirs)."""
+    return list(graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy()).library.function)

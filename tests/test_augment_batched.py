@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
 
 import tfeed
 from tfeed import augment
@@ -14,6 +13,8 @@ from tfeed.augment import randomness
 from tfeed.augment.base import slices
 from tfeed.augment.batched import batch_tail, tail_start
 from tfeed.testing import ImageServer, encode, sample_photos
+
+from helpers import dataset_functions
 
 
 def reference(images, matrix, bias, mirror):
@@ -74,8 +75,7 @@ def test_batch_tail_equals_the_recipe_per_example(ops, normalize):
 
 
 def op_types(dataset: tf.data.Dataset) -> set:
-    graph = graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy())
-    return {node.op for function in graph.library.function for node in function.node_def}
+    return {node.op for function in dataset_functions(dataset) for node in function.node_def}
 
 
 def test_pipeline_runs_the_tail_per_batch_with_the_same_images(ops):

@@ -4,16 +4,17 @@
 import threading
 
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
 
 import tfeed
 from tfeed.single_device import ATTRIBUTE, single_device_functions
 
+from helpers import dataset_functions
+
 
 def function_attributes(dataset: tf.data.Dataset) -> dict:
     """Function name -> whether it carries the attribute, from the dataset's graph."""
-    graph = graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy())
-    return {f.signature.name: f.attr[ATTRIBUTE].b if ATTRIBUTE in f.attr else False for f in graph.library.function}
+    return {f.signature.name: f.attr[ATTRIBUTE].b if ATTRIBUTE in f.attr else False
+            for f in dataset_functions(dataset)}
 
 
 def test_functions_built_inside_carry_the_attribute_and_still_run():
