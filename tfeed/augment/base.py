@@ -93,9 +93,10 @@ def to_float(image: tf.Tensor) -> tf.Tensor:
 
 
 def channel_mean(image: tf.Tensor) -> tf.Tensor:
-    """Mean colour ``[3]`` of a float32 ``[H, W, 3]`` image.  (Two steps:
-    TensorFlow reduces one outer axis at a time several times faster.)"""
-    return tf.reduce_mean(tf.reduce_mean(image, axis=0), axis=0)
+    """Mean colour ``[..., 3]`` of float32 ``[..., H, W, 3]`` images (one
+    image or a batch).  (Two steps: TensorFlow reduces one outer axis at a
+    time several times faster.)"""
+    return tf.reduce_mean(tf.reduce_mean(image, axis=-3), axis=-2)
 
 
 def apply_affine(image: tf.Tensor, matrix: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:

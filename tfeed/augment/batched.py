@@ -22,7 +22,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfeed.augment.base import Recipe, chain_ops, slices
+from tfeed.augment.base import Recipe, chain_ops, channel_mean, slices
 
 
 def tail_start(recipe: Recipe) -> int:
@@ -45,7 +45,7 @@ class BatchTail:
 
     def __call__(self, images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         draws = u[:, self.offset:]
-        means = tf.reduce_mean(tf.reduce_mean(images, axis=1), axis=1)  # [B, 3] (one axis at a time: faster)
+        means = channel_mean(images)  # [B, 3]
         matrix, bias, mirror = tf.vectorized_map(self._parameters, (draws, means))
         return self._affine_mirror(images, matrix, bias, mirror)
 
