@@ -22,7 +22,6 @@
 #include <memory>
 #include <functional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
