@@ -14,7 +14,10 @@ uniforms that key stands for (``[recipe.draws]``, drawn once per example).
 The augment step drops that column again.  A Recipe's tail of colour ops
 and flips runs per batch with the native kernel (:mod:`tfeed.augment.batched`)
 when the pipeline batches and the op library is loaded; otherwise per
-example, with the same images up to float rounding.
+example, with the same images up to float rounding.  A rerun in the same
+order gives identical batches; in a shuffled or unordered run each URL gets
+the same draws, but its pixels can differ in the last float bit with the
+batch it lands in (cause not pinned down; batched tf.matmul was one, removed).
 
 Image size: a Recipe fixes its own ``output_size``, which becomes the
 dataset's; an explicit ``image_size`` that differs is a ValueError.  Without
