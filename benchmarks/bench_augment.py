@@ -8,7 +8,7 @@ measures, alternating candidates each round:
 * ceiling: ``decode_image`` + resize to SIZE on the same bytes in memory
   (tf.data map, AUTOTUNE) -- the issue's yardstick;
 * imagenet_train in memory: the same bytes through the fused recipe (draws,
-  crop while decoding; jitter, lighting and flip per batch), no network;
+  crop while decoding; jitter, lighting and flip as one native step), no network;
 * full-decode crop in memory: the same recipe with its crop taken after a full
   decode, to show what decoding only the window buys;
 * URLs, no augment: ``image_dataset_from_urls`` decode + resize from nginx;
@@ -39,8 +39,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfeed  # noqa: E402
 from tfeed import augment, native  # noqa: E402
-from tfeed.augment import randomness  # noqa: E402
-from tfeed.augment.batched import batch_tail, tail_start  # noqa: E402
+from tfeed.augment.stage import plan as augment_plan  # noqa: E402
 from tfeed.testing import NginxServer, web_like_corpus, write_images  # noqa: E402
 
 SEED_IMAGES_PER_S, SEED_CPUS = 540.0, 8
@@ -59,19 +58,16 @@ def ceiling(bodies, urls, size) -> tf.data.Dataset:
 
 
 def recipe_in_memory(bodies, urls, recipe) -> tf.data.Dataset:
-    """The pipeline's wiring without the network: the draws once per example,
-    the recipe up to its colour-and-flip tail in one map, the tail per batch
-    (native kernel; per example where the op library is missing)."""
-    tail = batch_tail(recipe, native.load())
-    stop = tail_start(recipe) if tail is not None else None
-    drawn = tf.data.Dataset.from_tensor_slices((bodies, urls)).apply(
-        augment.element_keys(0, then=lambda key: randomness.draw(key, recipe.draws)))
-    batches = (drawn.map(lambda body, url, u: (recipe.after_decode_drawn(recipe.decode_drawn(body, u), u, stop), u),
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .batch(BATCH))
-    finished = batches.map(tail if tail is not None else (lambda images, u: images),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return finished.prefetch(tf.data.AUTOTUNE)
+    """The pipeline's wiring without the network: the keys stage (draws and
+    the tail's parameters, for groups of examples), the recipe in one map
+    (crop while decoding; jitter, lighting and flip as one native step while
+    the image is in cache; graph ops where the op library is missing), batches."""
+    steps = augment_plan(recipe, None, 0).with_ops(native.load())
+    labels = tf.zeros([len(bodies)], tf.int64)
+    drawn = tf.data.Dataset.from_tensor_slices((bodies, labels, urls)).apply(steps.keys())
+    return (drawn.map(lambda body, label, url, u: steps.finisher(steps.decoder(body, label, url, u), body, label, url, u),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(BATCH).prefetch(tf.data.AUTOTUNE))
 
 
 def unfused(recipe: augment.Recipe) -> augment.Recipe:

@@ -197,7 +197,7 @@ def image_dataset_from_urls(
                                      shuffle_buffer_size=shuffle_buffer_size, resume_from=generator_resume)
             fetch_stage, engine, ops = choose_fetch_stage(fetch_engine, fetch_config or FetchConfig(), stats, seed,
                                                           cache, on_error=on_error, deterministic=deterministic)
-            augmentation = planned.with_ops(ops, batched=batch_size is not None)
+            augmentation = planned.with_ops(ops)
             if progress:
                 ProgressBar(stats, desc=selection.subset or "tfeed")
             first_epoch = generator_resume.epoch if generator_resume is not None else 0

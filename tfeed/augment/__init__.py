@@ -21,7 +21,7 @@ Modules:
   randomness  stateless seeds per (seed, epoch, URL) and the stage adding them
   preview     a PNG grid of originals and their augmentations
   stage       how image_dataset_from_urls wires an augment= (AugmentPlan)
-  batched     a Recipe's colour-and-flip tail run once per batch (native kernel)
+  tail        a Recipe's colour-and-flip tail as one native step per example
 
 Given to ``image_dataset_from_urls(augment=...)``:
   * a :class:`Recipe` (e.g. a preset) replaces the decode stage: its first op

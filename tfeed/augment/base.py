@@ -115,8 +115,9 @@ def matvec(matrix: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
 
 def chain(first: Affine, then: Affine) -> Affine:
     """The affine map ``then(first(x))``.  The 3x3 product is a multiply and
-    a sum, not ``tf.matmul``: batched (the per-batch tail), oneDNN's matmul
-    rounded the same product differently from call to call in the last bit."""
+    a sum, not ``tf.matmul``: vectorised over examples (a tail's parameters,
+    :mod:`tfeed.augment.tail`), oneDNN's matmul rounded the same product
+    differently from call to call in the last bit."""
     (m1, b1), (m2, b2) = first, then
     return tf.reduce_sum(m2[..., :, :, None] * m1[..., None, :, :], axis=-2), matvec(m2, b1) + b2
 
@@ -340,7 +341,7 @@ class Recipe(Compose):
 
     def after_decode_drawn(self, image, u, stop: Optional[int] = None):
         """:meth:`after_decode` given the draws ``u``, running ``ops[1:stop]``
-        (the rest can run per batch: :mod:`tfeed.augment.batched`)."""
+        (the rest can run as one native step: :mod:`tfeed.augment.tail`)."""
         parts = slices(self.ops, u)
         return self._finish(run_ops(self.ops[1:stop], parts[1:stop], image))
 

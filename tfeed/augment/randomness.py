@@ -50,6 +50,11 @@ def draw(seed, count: int) -> tf.Tensor:
     return uniform(as_seed(seed), [count])
 
 
+def draw_each(keys: tf.Tensor, count: int) -> tf.Tensor:
+    """float32 ``[n, count]``: row i is ``draw(keys[i], count)`` (int64 ``keys [n, 2]``)."""
+    return tf.map_fn(lambda key: draw(key, count), keys, fn_output_signature=tf.TensorSpec([count], tf.float32))
+
+
 def between(u: tf.Tensor, low: float, high: float) -> tf.Tensor:
     """A uniform ``u`` in [0, 1) mapped to [low, high)."""
     return low + (high - low) * u
@@ -107,10 +112,35 @@ def element_keys(seed: int, url_index: int = -1, first_epoch: int = 0, then: Opt
         return (*element, then(key) if then is not None else key)
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        if not isinstance(dataset.element_spec, tuple):
-            dataset = dataset.map(lambda value: (value,))
-        paired = tf.data.Dataset.zip((dataset, epoch_keys(seed, lambda: next(counter))))
+        paired = tf.data.Dataset.zip((_as_tuples(dataset), epoch_keys(seed, lambda: next(counter))))
         return paired.map(add_key, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
                           name="tfeed_element_keys")
 
     return apply
+
+
+def grouped_keys(seed: int, url_index: int = -1, first_epoch: int = 0, then: Optional[Callable] = None,
+                 group_size: int = 32) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """:func:`element_keys` computed for ``group_size`` elements at a time
+    (one function call per group instead of one per element; elements must
+    batch, i.e. have equal shapes): ``then(keys)`` gets int64 ``[n, 2]`` and
+    returns ``[n, ...]``.  The same keys, in the same order."""
+    seed = int(seed)
+    counter = itertools.count(int(first_epoch))
+
+    def add_keys(group, epoch_part):
+        urls = group[url_index]
+        keys = tf.stack([tf.strings.to_hash_bucket_fast(urls, URL_BUCKETS), tf.fill(tf.shape(urls), epoch_part)],
+                        axis=1)
+        return (*group, then(keys) if then is not None else keys)
+
+    def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        paired = tf.data.Dataset.zip((_as_tuples(dataset).batch(group_size), epoch_keys(seed, lambda: next(counter))))
+        return paired.map(add_keys, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+                          name="tfeed_grouped_keys").unbatch()
+
+    return apply
+
+
+def _as_tuples(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset if isinstance(dataset.element_spec, tuple) else dataset.map(lambda value: (value,))

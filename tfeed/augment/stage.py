@@ -3,21 +3,21 @@
 Three kinds of ``augment``, three wirings (elements after fetch are
 ``(body, label, url)``)::
 
-    Recipe (a preset):  draws -> recipe.decode + ops up to its tail (one map) -> batch -> labels
-                          -> colour-and-flip tail per batch, drop draws
+    Recipe (a preset):  draws -> recipe.decode + its ops, the tail as one native step (one map)
+                          -> batch -> labels -> drop draws
     other tfeed op:     keys -> decode + resize(image_size) -> labels -> op(image, label, key) -> batch
     fn(image, label):          decode + resize(image_size) -> labels -> fn(image, label) -> batch
 
 ``keys`` appends ``key = [hash(url), hash(seed, epoch)]`` (see
-:mod:`tfeed.augment.randomness`); for a Recipe, ``draws`` appends the
-uniforms that key stands for (``[recipe.draws]``, drawn once per example).
-The augment step drops that column again.  A Recipe's tail of colour ops
-and flips runs per batch with the native kernel (:mod:`tfeed.augment.batched`)
-when the pipeline batches and the op library is loaded; otherwise per
-example, with the same images up to float rounding.  A rerun in the same
-order gives identical batches; in a shuffled or unordered run each URL gets
-the same draws, but its pixels can differ in the last float bit with the
-batch it lands in (cause not pinned down; batched tf.matmul was one, removed).
+:mod:`tfeed.augment.randomness`), computed for groups of ``KEY_GROUP``
+elements at a time; for a Recipe, ``draws`` appends the uniforms that key
+stands for (``[recipe.draws]``, drawn once per example) followed by the
+parameters of its colour-and-flip tail (:mod:`tfeed.augment.tail`, computed
+for the whole group at once), which then runs per example as one native
+step; without the op library the tail's ops run as graph ops, with the same
+images up to float rounding.  The augment step drops that column again.
+Every URL gets the same draws whatever its position: a rerun in the same or
+another order gives the same images.
 
 Image size: a Recipe fixes its own ``output_size``, which becomes the
 dataset's; an explicit ``image_size`` that differs is a ValueError.  Without
@@ -27,17 +27,19 @@ a Recipe, ``image_size`` defaults to ``(256, 256)`` as in Keras.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from tfeed.augment import randomness
 from tfeed.augment.base import Op, Recipe
-from tfeed.augment.batched import BatchTail, batch_tail, tail_start
+from tfeed.augment.tail import ColorTail, color_tail, tail_start
 from tfeed.decoding import check_image_size
 from tfeed.single_device import single_device_functions
 
 DEFAULT_IMAGE_SIZE = (256, 256)
+KEY_GROUP = 32  # elements per call of the keys stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +50,12 @@ class AugmentPlan:
     image_size: Tuple[int, int]
     seed: int
     deterministic: bool = False
-    tail: Optional[BatchTail] = None  # a Recipe's colour-and-flip tail, run per batch
+    tail: Optional[ColorTail] = None  # a Recipe's colour-and-flip tail as one native step
 
-    def with_ops(self, ops, batched: bool) -> "AugmentPlan":
-        """This plan with the Recipe's tail moved after batching where it can
-        (``batched`` and ``ops``, the loaded :mod:`tfeed.native` module, has the kernel)."""
-        tail = batch_tail(self.augment, ops) if isinstance(self.augment, Recipe) and batched else None
+    def with_ops(self, ops) -> "AugmentPlan":
+        """This plan with the Recipe's tail as one native step where ``ops``
+        (the loaded :mod:`tfeed.native` module, or None) has the kernel."""
+        tail = color_tail(self.augment, ops) if isinstance(self.augment, Recipe) else None
         return dataclasses.replace(self, tail=tail)
 
     @property
@@ -84,13 +86,15 @@ class AugmentPlan:
     @property
     def finisher(self) -> Optional[Callable]:
         """``fn(image, body, label, url, u) -> image``: the Recipe's ops after
-        its decode step, up to the tail when that runs per batch (they cannot
-        fail on a decoded image), or None."""
+        its decode step, the tail as one native step where :attr:`tail` (they
+        cannot fail on a decoded image), or None."""
         if not isinstance(self.augment, Recipe):
             return None
-        recipe = self.augment
-        stop = tail_start(recipe) if self.tail is not None else None
-        return lambda image, body, label, url, u: recipe.after_decode_drawn(image, u, stop)
+        recipe, tail = self.augment, self.tail
+        if tail is None:
+            return lambda image, body, label, url, u: recipe.after_decode_drawn(image, u)
+        return lambda image, body, label, url, u: tail.apply(recipe.after_decode_drawn(image, u, tail.start),
+                                                             u[recipe.draws:])
 
     @property
     def per_example(self) -> bool:
@@ -99,28 +103,22 @@ class AugmentPlan:
 
     def after_batch(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         """After batching, for a Recipe: ``(images, *columns, draws)`` ->
-        ``(images, *columns)``, the tail applied to ``images`` when it runs
-        per batch; unchanged for anything else."""
+        ``(images, *columns)``; unchanged for anything else."""
         if not isinstance(self.augment, Recipe):
             return dataset
-        tail = self.tail
-        if tail is None:
-            return dataset.map(lambda *columns: columns[:-1])
-        return dataset.map(lambda images, *columns: (tail(images, columns[-1]), *columns[:-1]),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic,
-                           name="tfeed_augment_tail")
+        return dataset.map(lambda *columns: columns[:-1])
 
     def keys(self, first_epoch: int = 0) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
         """Stage after fetch: ``(body, label, url)`` -> ``(body, label, url, key)``
-        when the augmentation is seeded (a Recipe: the key's draws instead of
-        the key); unchanged otherwise."""
+        when the augmentation is seeded (a Recipe: the key's draws, then its
+        tail's parameters where :attr:`tail`, instead of the key); unchanged otherwise."""
         if not self.seeded:
             return lambda dataset: dataset
         then = None
         if isinstance(self.augment, Recipe):
-            count = self.augment.draws
-            then = lambda key: randomness.draw(key, count)  # noqa: E731
-        return randomness.element_keys(self.seed, url_index=2, first_epoch=first_epoch, then=then)
+            then = functools.partial(_recipe_draws, self.augment.draws, self.tail)
+        return randomness.grouped_keys(self.seed, url_index=2, first_epoch=first_epoch, then=then,
+                                       group_size=KEY_GROUP)
 
     def apply(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         """Stage after labels: ``(image, label, url[, key])`` -> ``(image, label, url)``
@@ -137,6 +135,12 @@ class AugmentPlan:
         with single_device_functions(enabled=self.seeded):
             return dataset.map(step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic,
                                name="tfeed_augment")
+
+
+def _recipe_draws(count: int, tail: Optional[ColorTail], keys: tf.Tensor) -> tf.Tensor:
+    """float32 ``[n, count (+ ColorTail.SIZE)]`` for int64 ``keys [n, 2]``."""
+    draws = randomness.draw_each(keys, count)
+    return draws if tail is None else tf.concat([draws, tail.parameters(draws)], axis=1)
 
 
 def plan(augment, image_size: Optional[Sequence[int]], seed: int, *, deterministic: bool = False,

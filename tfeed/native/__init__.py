@@ -7,7 +7,7 @@ no tf.data thread waits on the network.  Being a graph op, it also runs where
 ``py_function`` cannot, e.g. on tf.data service workers.  The same library
 holds the pipeline's other kernels: ``TfeedTryCall`` / ``TfeedKeepRows``
 (``try_op.cc``), the delivery journal (``journal_op.cc``) and
-``TfeedAffineMirror``, the per-batch colour-and-flip step of augmentation
+``TfeedAffineMirror``, the per-example colour-and-flip step of augmentation
 recipes (``augment_op.cc``).
 
 Importing this package builds nothing; :func:`load` compiles the op on first
