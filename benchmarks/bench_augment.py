@@ -61,11 +61,14 @@ def recipe_in_memory(bodies, urls, recipe) -> tf.data.Dataset:
     """The pipeline's wiring without the network: the keys stage (draws and
     the tail's parameters, for groups of examples), the recipe in one map
     (crop while decoding; jitter, lighting and flip as one native step while
-    the image is in cache; graph ops where the op library is missing), batches."""
+    the image is in cache; graph ops where the op library is missing), batches.
+    The corpus is all JPEG, so the recipe's JPEG-only decoder runs directly
+    where it has one (the pipeline tries it first, then the general one)."""
     steps = augment_plan(recipe, None, 0).with_ops(native.load())
+    decoder = steps.jpeg_decoder or steps.decoder
     labels = tf.zeros([len(bodies)], tf.int64)
     drawn = tf.data.Dataset.from_tensor_slices((bodies, labels, urls)).apply(steps.keys())
-    return (drawn.map(lambda body, label, url, u: steps.finisher(steps.decoder(body, label, url, u), body, label, url, u),
+    return (drawn.map(lambda body, label, url, u: steps.finisher(decoder(body, label, url, u), body, label, url, u),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
             .batch(BATCH).prefetch(tf.data.AUTOTUNE))
 
