@@ -3,6 +3,7 @@
 import gzip
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -205,6 +206,61 @@ def test_counts_and_reset(images):
         srv.reset_counts()
         assert srv.request_count() == 0
         assert requests.get(url, timeout=5).status_code == 503  # fail counters were reset too
+
+
+def raw_exchange(port, payload, responses, timeout=5.0):
+    """Send ``payload`` on one connection and read ``responses`` HTTP/1.1 responses
+    (each with a Content-Length): a list of (status line, headers dict, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        data, out = b"", []
+        while len(out) < responses:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0:
+                lines = data[:head_end].decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+                length = int(headers.get("content-length", 0))
+                if len(data) >= head_end + 4 + length:
+                    out.append((lines[0], headers, data[head_end + 4:head_end + 4 + length]))
+                    data = data[head_end + 4 + length:]
+                    continue
+            chunk = sock.recv(1 << 16)
+            assert chunk, f"connection closed after {len(out)} responses"
+            data += chunk
+    return out
+
+
+def test_fast_path_answers_pipelined_requests_in_order(images):
+    # Plain GETs skip aiohttp; with jitter larger than the gap between requests, later
+    # answers could be ready first, but HTTP/1.1 needs them in request order.
+    with ImageServer(images, latency=0.05, jitter=0.05, seed=3) as srv:
+        names = ["a.jpg", "cls/b.png"] * 4
+        payload = b"".join(f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for name in names)
+        answers = raw_exchange(srv.port, payload, len(names))
+        assert [status for status, _, _ in answers] == ["HTTP/1.1 200 OK"] * len(names)
+        assert [body for _, _, body in answers] == [images[name] for name in names]
+        assert answers[1][1]["content-type"] == "image/png"
+        assert srv.request_count("a.jpg") == 4 and srv.request_count("cls/b.png") == 4
+
+
+def test_fast_path_hands_a_connection_to_the_full_server(images):
+    with ImageServer({**images, "with space.jpg": images["a.jpg"]}) as srv:
+        # plain (fast path), a fault (the full server), then plain again: one connection
+        payload = (b"GET /a.jpg HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"GET /a.jpg?status=418 HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"GET /with%20space.jpg HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"GET /missing.jpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = raw_exchange(srv.port, payload, 4)
+        assert [status.split(" ")[1] for status, _, _ in answers] == ["200", "418", "200", "404"]
+        assert answers[0][2] == answers[2][2] == images["a.jpg"]
+        with requests.Session() as session:  # keep-alive through a client library; HEAD has no body
+            head = session.head(srv.url("cls/b.png"), timeout=5)
+            assert head.status_code == 200 and head.content == b""
+            assert int(head.headers["Content-Length"]) == len(images["cls/b.png"])
+            assert session.get(srv.url("with space.jpg"), timeout=5).content == images["a.jpg"]
+            assert session.post(srv.url("a.jpg"), data=b"x", timeout=5).status_code == 405
+            assert session.get(srv.url("a.jpg"), timeout=5).content == images["a.jpg"]
+        assert srv.request_count("a.jpg") == 3 and srv.request_count("with space.jpg") == 2  # not the POST
 
 
 def test_stop_is_prompt_with_hanging_requests_and_idempotent(images):

@@ -34,6 +34,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+if __package__:
+    from .fastpath import FastPath
+else:  # run by file path (process mode): the directory is on sys.path, tfeed is not imported
+    from fastpath import FastPath
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {
@@ -123,6 +128,26 @@ class _Handler:
         self.counts = Counter()
         self.failures = Counter()
         self.memo_left = MEMO_BYTES
+        self.heads = {}  # name -> the 200 response's head bytes, for the fast path
+
+    def wait(self):
+        """Seconds a request waits: the latency, give or take the jitter."""
+        return max(0.0, self.latency + self.rng.uniform(-self.jitter, self.jitter)) if self.jitter else self.latency
+
+    def plain(self, method, name):
+        """The fast path's answer to a GET or HEAD of ``name`` without a query
+        (response parts), or None when it is not a served name."""
+        entry = self.entries.get(name)
+        if entry is None:
+            return None
+        self.counts[name] += 1
+        data = self._read(name, entry) if isinstance(entry, Path) else entry
+        head = self.heads.get(name)
+        if head is None:
+            ctype = CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+            head = self.heads[name] = (f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n"
+                                       f"Content-Length: {len(data)}\r\n\r\n").encode()
+        return [head] if method == "HEAD" else [head, data]
 
     def _read(self, name, path):
         """The file's bytes; the first ``MEMO_BYTES`` read stay in memory (reading
@@ -163,8 +188,7 @@ class _Handler:
             return web.Response(status=400, text=str(exc))
 
     async def _serve(self, request, name, query):
-        wait = max(0.0, self.latency + self.rng.uniform(-self.jitter, self.jitter)) if self.jitter else self.latency
-        wait += _param(query, "delay", float, 0.0)
+        wait = self.wait() + _param(query, "delay", float, 0.0)
         if wait > 0:
             await asyncio.sleep(wait)
         if _param(query, "hang", int, 0):
@@ -244,22 +268,37 @@ class _Handler:
         return response
 
 
+class _Site:
+    """A listening socket: each connection starts on the fast path
+    (:mod:`fastpath`) and moves to aiohttp's handler when it needs it."""
+
+    def __init__(self, runner, listener, connections, port):
+        self.runner, self.listener, self.connections, self.port = runner, listener, connections, port
+
+    async def close(self):
+        self.listener.close()
+        for connection in list(self.connections):
+            connection.close()
+        await self.runner.cleanup()
+
+
 async def _start_site(handler, host, port):
-    """Start serving ``handler`` on ``host:port`` (0 = free port); return (runner, port)."""
+    """Start serving ``handler`` on ``host:port`` (0 = free port); return a :class:`_Site`."""
     server = web.Server(handler.dispatch, handler_cancellation=True, access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    connections = set()
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        site = web.SockSite(runner, sock, backlog=BACKLOG)
-        await site.start()
+        listener = await asyncio.get_running_loop().create_server(
+            lambda: FastPath(handler.plain, handler.wait, server, connections), sock=sock, backlog=BACKLOG)
     except BaseException:
         sock.close()
         await runner.cleanup()
         raise
-    return runner, sock.getsockname()[1]
+    return _Site(runner, listener, connections, sock.getsockname()[1])
 
 
 def _format_url(host, port):
@@ -362,14 +401,15 @@ class _ThreadRun:
         self.thread.start()
         try:
             started = asyncio.run_coroutine_threadsafe(_start_site(handler, server.host, server._port), self.loop)
-            self.runner, self.port = started.result(timeout=30)
+            self.site = started.result(timeout=30)
+            self.port = self.site.port
         except BaseException:
             self._stop_loop()
             raise
 
     def close(self):
         try:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self.site.close(), self.loop).result(timeout=10)
         finally:
             self._stop_loop()
 
@@ -391,7 +431,9 @@ class _ProcessRun:
                     "--jitter", str(server.jitter), "--seed", str(server.seed)]
             self.log_path = os.path.join(self.tmp, "server.log")
             # Run the file, not ``-m tfeed.testing.server``: importing the tfeed package would import TensorFlow.
-            code = f"import runpy; runpy.run_path({os.path.abspath(__file__)!r}, run_name='__main__')"
+            here = os.path.abspath(__file__)
+            code = (f"import runpy, sys; sys.path.insert(0, {os.path.dirname(here)!r}); "
+                    f"runpy.run_path({here!r}, run_name='__main__')")
             with open(self.log_path, "wb") as log_file:
                 self.proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
                                              stderr=log_file, stdin=subprocess.DEVNULL)
@@ -432,7 +474,8 @@ class _ProcessRun:
 
 async def _serve_until_signal(entries, args):
     handler = _Handler(entries, args.latency, args.jitter, args.seed)
-    runner, port = await _start_site(handler, args.host, args.port)
+    site = await _start_site(handler, args.host, args.port)
+    port = site.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -442,7 +485,7 @@ async def _serve_until_signal(entries, args):
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await site.close()
 
 
 def stop_process(proc, timeout: float = 10.0) -> None:
