@@ -14,9 +14,11 @@ epochs get different draws (the same URL twice in one epoch gets the same).
 One draw per example, instead of one per op, also matters for speed: in a
 tf.data function every small op costs several microseconds.
 
-:func:`element_keys` is the stage that adds ``key`` to each element; the epoch
-is counted per iterator: each pass over the dataset (each ``iter(ds)``, each
-Keras epoch, each round of ``ds.repeat()``) is the next epoch.
+:func:`element_keys` is the stage that adds ``key`` to each element
+(:func:`grouped_keys` the same, one call per group of elements, as the
+pipeline uses it); the epoch is counted per iterator: each pass over the
+dataset (each ``iter(ds)``, each Keras epoch, each round of ``ds.repeat()``)
+is the next epoch.
 """
 
 from __future__ import annotations
