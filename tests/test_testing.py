@@ -253,14 +253,19 @@ def test_fast_path_hands_a_connection_to_the_full_server(images):
         answers = raw_exchange(srv.port, payload, 4)
         assert [status.split(" ")[1] for status, _, _ in answers] == ["200", "418", "200", "404"]
         assert answers[0][2] == answers[2][2] == images["a.jpg"]
+        # aiohttp names itself in a Server header, the fast path does not
+        assert ["server" in headers for _, headers, _ in answers] == [False, True, True, True]
+        closing, = raw_exchange(srv.port, b"GET /a.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+        assert "server" in closing[1] and closing[2] == images["a.jpg"]
         with requests.Session() as session:  # keep-alive through a client library; HEAD has no body
             head = session.head(srv.url("cls/b.png"), timeout=5)
             assert head.status_code == 200 and head.content == b""
+            assert "Server" not in head.headers  # requests' "Connection: keep-alive" stays on the fast path
             assert int(head.headers["Content-Length"]) == len(images["cls/b.png"])
             assert session.get(srv.url("with space.jpg"), timeout=5).content == images["a.jpg"]
             assert session.post(srv.url("a.jpg"), data=b"x", timeout=5).status_code == 405
             assert session.get(srv.url("a.jpg"), timeout=5).content == images["a.jpg"]
-        assert srv.request_count("a.jpg") == 3 and srv.request_count("with space.jpg") == 2  # not the POST
+        assert srv.request_count("a.jpg") == 4 and srv.request_count("with space.jpg") == 2  # not the POST
 
 
 def test_stop_is_prompt_with_hanging_requests_and_idempotent(images):

@@ -19,6 +19,7 @@ import urllib.parse
 HEADER_END = b"\r\n\r\n"
 MAX_HEAD = 16 << 10  # a longer request head goes to aiohttp (which answers 431 or 400)
 _HANDED_HEADERS = (b"content-length:", b"transfer-encoding:", b"connection:", b"expect:", b"upgrade:")
+_KEEP_ALIVE = b"connection:keep-alive"  # HTTP/1.1's default said aloud (requests sends it): stays fast
 
 
 class FastPath(asyncio.Protocol):
@@ -80,8 +81,10 @@ class FastPath(asyncio.Protocol):
         target = fields[1]
         if not target.startswith(b"/") or b"?" in target or b"#" in target:
             return None
-        if any(h.lstrip().lower().startswith(_HANDED_HEADERS) for h in headers.split(b"\r\n")):
-            return None  # a body, a connection change or an upgrade: aiohttp's job
+        for header in headers.lower().split(b"\r\n"):
+            header = header.strip()
+            if header.startswith(_HANDED_HEADERS) and header.replace(b" ", b"") != _KEEP_ALIVE:
+                return None  # a body, a connection change or an upgrade: aiohttp's job
         try:
             name = urllib.parse.unquote(target[1:].decode("ascii"), errors="strict")
         except (UnicodeDecodeError, ValueError):
