@@ -72,6 +72,10 @@ def catalog(images):
     return {name.lstrip("/"): bytes(data) for name, data in entries.items()}
 
 
+def _content_type(name):
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
 class _BadFault(ValueError):
     """A fault query parameter that does not parse; answered with 400."""
 
@@ -140,12 +144,14 @@ class _Handler:
         entry = self.entries.get(name)
         if entry is None:
             return None
+        try:
+            data = self._read(name, entry) if isinstance(entry, Path) else entry
+        except OSError:
+            return None  # aiohttp answers (and reports) it
         self.counts[name] += 1
-        data = self._read(name, entry) if isinstance(entry, Path) else entry
         head = self.heads.get(name)
         if head is None:
-            ctype = CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
-            head = self.heads[name] = (f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n"
+            head = self.heads[name] = (f"HTTP/1.1 200 OK\r\nContent-Type: {_content_type(name)}\r\n"
                                        f"Content-Length: {len(data)}\r\n\r\n").encode()
         return [head] if method == "HEAD" else [head, data]
 
@@ -222,7 +228,7 @@ class _Handler:
             if _param(query, "corrupt", int, 0):
                 data = corrupt_bytes(data, f"{self.seed}:{name}")
             chunks, length = [data], len(data)
-            ctype = CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+            ctype = _content_type(name)
         else:
             return web.Response(status=404, text=f"no such image: {name}\n")
         headers = {}
