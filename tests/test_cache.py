@@ -84,6 +84,7 @@ def test_corrupt_and_truncated_entries_are_refetched(served, small_images, tmp_p
                                        cache_dir=cache, fetch_engine=engine)
     assert len(list(ds)) == 3
     assert served.request_count() == 2
+    assert cache.corrupt_entries == 3  # the truncated entry the pipeline met, whichever engine read it
 
 
 _WRITER = textwrap.dedent("""

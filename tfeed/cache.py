@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 MAGIC = b"TFC1"
 _HEADER = struct.Struct("<4sQI")
@@ -49,7 +49,22 @@ class DiskCache:
         os.makedirs(self.directory, exist_ok=True)
         self._lock = threading.Lock()
         self._approx_size: Optional[int] = None
-        self.corrupt_entries = 0
+        self._corrupt_here = 0
+        self._corrupt_sources: Dict[str, Callable[[], int]] = {}
+
+    @property
+    def corrupt_entries(self) -> int:
+        """Entries found corrupt (bad header, length or CRC) and deleted, by this
+        object or by an engine that reads the directory natively (see
+        :meth:`add_corrupt_source`)."""
+        return self._corrupt_here + sum(source() for source in self._corrupt_sources.values())
+
+    def add_corrupt_source(self, name: str, source: Callable[[], int]) -> None:
+        """Count ``source()`` (corrupt entries another reader deleted since now)
+        in :attr:`corrupt_entries`; one source per ``name`` (a second is ignored)."""
+        if name not in self._corrupt_sources:
+            start = source()
+            self._corrupt_sources[name] = lambda: source() - start
 
     # -- keys ------------------------------------------------------------
     def path_for(self, url: str) -> str:
@@ -159,7 +174,7 @@ class DiskCache:
 
     def _discard(self, path: str, corrupt: bool = True) -> None:
         if corrupt:
-            self.corrupt_entries += 1
+            self._corrupt_here += 1
         try:
             os.remove(path)
         except FileNotFoundError:

@@ -50,6 +50,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -396,10 +397,34 @@ bool ReadAll(const std::string& path, std::string* out) {
   return ok;
 }
 
-// The cached body of an entry, or false (missing; a corrupt entry is deleted).
-// The body is read straight into the output tensor's string: no zero-filled
-// buffer, no second copy.
-bool ReadCached(const std::string& path, tstring* body) {
+// Corrupt cache entries this process deleted, per cache directory (what
+// tfeed.DiskCache.corrupt_entries adds for the native engine; TfeedCacheCorrupt).
+class CorruptCounts {
+ public:
+  static CorruptCounts& Get() {
+    static CorruptCounts* counts = new CorruptCounts();  // never destroyed: kernels may run at exit
+    return *counts;
+  }
+  void Add(const std::string& dir) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counts_[dir];
+  }
+  int64_t Count(const std::string& dir) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = counts_.find(dir);
+    return it == counts_.end() ? 0 : it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, int64_t> counts_;
+};
+
+// The cached body of an entry, or false (missing; a corrupt entry is deleted
+// and *corrupt set).  The body is read straight into the output tensor's
+// string: no zero-filled buffer, no second copy.
+bool ReadCached(const std::string& path, tstring* body, bool* corrupt) {
+  *corrupt = false;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   struct stat st;
@@ -421,7 +446,7 @@ bool ReadCached(const std::string& path, tstring* body) {
   close(fd);
   if (!ok) {
     body->clear();
-    if (fd >= 0) unlink(path.c_str());
+    *corrupt = unlink(path.c_str()) == 0;
   }
   return ok;
 }
@@ -1261,9 +1286,11 @@ class TfeedFetchOp : public AsyncOpKernel {
   // Answers URL i of the batch from the cache (attempts 0 marks it); false on a miss.
   static bool FromCache(const std::string& path, const Options& opt, int64_t i, Batch* batch) {
     Verdict v;
-    if (ReadCached(path, &batch->bodies[i])) {
+    bool corrupt = false;
+    if (ReadCached(path, &batch->bodies[i], &corrupt)) {
       v = CheckImage(batch->bodies[i], opt);
     } else {
+      if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
       v.reason = RememberedFailure(path, opt.remember_failures_s);
       if (v.reason.empty()) return false;
       v.detail = "remembered from an earlier attempt (cache)";
@@ -1287,6 +1314,18 @@ class TfeedCurlVersionOp : public tensorflow::OpKernel {
     Tensor* out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
     out->scalar<tstring>()() = Curl().version();
+  }
+};
+
+class TfeedCacheCorruptOp : public tensorflow::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(0).shape()),
+                tensorflow::errors::InvalidArgument("cache_dir must be a scalar"));
+    Tensor* out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
+    out->scalar<int64_t>()() = CorruptCounts::Get().Count(ctx->input(0).scalar<tstring>()());
   }
 };
 
@@ -1343,7 +1382,15 @@ ca_file: PEM file of the CAs trusted for https ("" for the system's);
 
 REGISTER_OP("TfeedCurlVersion").Output("version: string").SetIsStateful();
 
+REGISTER_OP("TfeedCacheCorrupt")
+    .Input("cache_dir: string")
+    .Output("count: int64")
+    .SetIsStateful()
+    .SetShapeFn(tensorflow::shape_inference::ScalarShape)
+    .Doc("Corrupt entries of cache_dir (as given to TfeedFetch) this process has deleted.");
+
 REGISTER_KERNEL_BUILDER(Name("TfeedFetch").Device(tensorflow::DEVICE_CPU), TfeedFetchOp);
 REGISTER_KERNEL_BUILDER(Name("TfeedCurlVersion").Device(tensorflow::DEVICE_CPU), TfeedCurlVersionOp);
+REGISTER_KERNEL_BUILDER(Name("TfeedCacheCorrupt").Device(tensorflow::DEVICE_CPU), TfeedCacheCorruptOp);
 
 }  // namespace tfeed

@@ -72,6 +72,8 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     counters = GraphCounters()
     stats.add_counter_source(counters.read)
     unreported = CacheGrowth(cache) if cache is not None and cache.max_bytes is not None else None
+    if cache is not None:  # entries the op found corrupt (and deleted) count in cache.corrupt_entries
+        cache.add_corrupt_source("native", lambda: int(ops.tfeed_cache_corrupt(cache.directory)))
 
     def settle(urls, bodies, reasons, details, written):
         """Python for a group the op flagged: count and handle its failures,
