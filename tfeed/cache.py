@@ -47,8 +47,10 @@ class DiskCache:
         self.max_bytes = max_bytes
         self.remember_failures_s = float(remember_failures_s)
         os.makedirs(self.directory, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two counters below
+        self._evicting = threading.RLock()  # one eviction at a time
         self._approx_size: Optional[int] = None
+        self._reported = 0  # bytes ever passed to grew(); lets evict() keep writes made during its scan
         self._corrupt_here = 0
         self._corrupt_sources: Dict[str, Callable[[], int]] = {}
 
@@ -125,33 +127,42 @@ class DiskCache:
     def evict(self, target_bytes: Optional[int] = None) -> int:
         """Delete least recently used entries until at most ``target_bytes``
         (default 90% of ``max_bytes``) remain; returns bytes freed.  Also
-        removes temporary files left by killed writers."""
+        removes temporary files left by killed writers.  Bytes reported to
+        :meth:`grew` while the directory is scanned stay counted."""
         target = target_bytes if target_bytes is not None else int(0.9 * (self.max_bytes or 0))
-        entries = sorted(self._entries())
-        total = sum(size for _, size, _ in entries)
-        freed = 0
-        for _, size, path in entries:
-            if total - freed <= target:
-                break
-            self._discard(path, corrupt=False)
-            freed += size
-        with self._lock:
-            self._approx_size = total - freed
+        with self._evicting:
+            with self._lock:
+                reported_before = self._reported
+            entries = sorted(self._entries())
+            total = sum(size for _, size, _ in entries)
+            freed = 0
+            for _, size, path in entries:
+                if total - freed <= target:
+                    break
+                self._discard(path, corrupt=False)
+                freed += size
+            with self._lock:
+                self._approx_size = total - freed + (self._reported - reported_before)
         return freed
 
     def grew(self, nbytes: int) -> None:
         """Account ``nbytes`` added to the directory (by :meth:`put`, or by the
-        native fetch op, which writes entries itself); evicts when past ``max_bytes``."""
+        native fetch op, which writes entries itself); evicts when past
+        ``max_bytes``.  Thread-safe: concurrent writers wait for one eviction
+        and then see its result instead of each scanning the directory."""
         if self.max_bytes is None:
             return
         with self._lock:
-            if self._approx_size is None:
-                self._approx_size = self.size()
-            else:
+            self._reported += nbytes
+            if self._approx_size is not None:
                 self._approx_size += nbytes
-            over = self._approx_size > self.max_bytes
-        if over:
-            self.evict()
+        with self._evicting:
+            with self._lock:
+                if self._approx_size is None:
+                    self._approx_size = self.size()
+                over = self._approx_size > self.max_bytes
+            if over:
+                self.evict()
 
     def _entries(self):
         """``(mtime, size, path)`` of every entry; temporary files of writers
