@@ -50,9 +50,16 @@ def test_quick_run_writes_every_row(tmp_path):
         assert row["images"] > 0 and row["images_per_s"] > 0 and row["peak_rss_mb"] > 0
         assert row["complete"], row  # a tiny run finishes every candidate, so each has a tail
         assert row["tail_s"] is not None and row["tail_s"] >= 0
+        # the rate after the first batch leaves the start-up out: never below the whole epoch's
+        # (minus rounding); None only when the first batch was the whole run
+        steady = row["steady_images_per_s"]
+        assert steady is None if row["images"] <= 32 else steady >= 0.99 * row["images_per_s"] * (1 - 32 / row["images"])
     assert any(note.startswith("tfeed row: fetch engine") for note in data["notes"])
     assert len(rows[("tfeed", SERVERS[1])]["epochs"]) == 2
     assert {check["target"].split(" ")[0] for check in data["acceptance"]} == {"tfeed"}
+    native = any(note.endswith("native (libcurl op)") for note in data["notes"])
+    assert [check["target"] for check in data["acceptance_native"]] == (
+        [f"tfeed (native) >= 0.9x ceiling @ {server}" for server in SERVERS] if native else [])
     assert len(data["grid"]["images_per_s"]) == 3 and all(len(line) == 3 for line in data["grid"]["images_per_s"])
 
     for name in ("fetch.png", "fetch_grid.png"):
