@@ -341,6 +341,60 @@ def test_abandoned_iterator_does_not_wait_for_the_deadline(ops, server, jpg):
     assert time.monotonic() - start < 5
 
 
+def _lot_rows(urls, lot):
+    """``(url, label, lot)`` rows for the pooled path; each label is its URL's index."""
+    count = len(urls)
+    return tf.data.Dataset.from_tensor_slices((urls, tf.range(count, dtype=tf.int64), tf.fill([count], lot)))
+
+
+def test_a_hanging_url_holds_back_only_the_last_group(ops, server, small_images):
+    # 8 groups of 8, two with a URL that hangs until read_timeout.  Unpooled, each of
+    # those groups would keep its 7 finished bodies until then (48 rows early, not 56).
+    config = FAST.replace(read_timeout=4, deadline=5, retries=0)
+    names = sorted(small_images)
+    urls = [fresh(server, names[i % len(names)]) for i in range(64)]
+    hanging = {5, 21}
+    for i in hanging:
+        urls[i] = fresh(server, names[0], hang=1)
+    stats = tfeed.Stats()
+    ds = _lot_rows(urls, lot=tf.constant(next(_unique) + 1, tf.int64)).apply(fetch_native(config, stats, group_size=8))
+    start, arrivals = time.monotonic(), []
+    for body, label, url in ds:
+        arrivals.append((time.monotonic() - start, int(label)))
+        assert url.numpy().decode() == urls[int(label)] and body.numpy() == small_images[names[int(label) % len(names)]]
+    assert sorted(label for _, label in arrivals) == sorted(set(range(64)) - hanging)  # each good URL once
+    assert stats.snapshot()["failures"] == {"timeout": 2}
+    assert sum(1 for t, _ in arrivals if t < 3) >= 56  # all but the last group's 6, before any timeout
+
+
+def test_abandoned_pooled_iterator_frees_its_request_slots(ops, server, jpg):
+    # max_in_flight=4: had the abandoned lot kept its 4 admitted hanging transfers, the
+    # next fetch would queue behind them until their 60 s deadline.
+    config = FAST.replace(deadline=60, read_timeout=60, max_in_flight=4)
+    urls = [fresh(server, jpg)] + [fresh(server, jpg, hang=1) for _ in range(7)]
+    ds = _lot_rows(urls, lot=tf.constant(next(_unique) + 1, tf.int64)).apply(
+        fetch_native(config, tfeed.Stats(), group_size=1))
+    iterator = iter(ds)
+    assert int(next(iterator)[1]) == 0
+    start = time.monotonic()
+    del iterator  # cancels the lot: its transfers and its calls
+    [(_, reason, _, _)] = fetch(ops, [fresh(server, jpg)], config)
+    assert reason == "" and time.monotonic() - start < 5
+
+
+def test_url_dataset_lot_is_one_id_per_epoch():
+    from tfeed.source import Selection, UrlGenerator, url_dataset
+
+    pairs = [(f"http://127.0.0.1:9/{i}.jpg", 0) for i in range(70)]
+    generator = UrlGenerator(lambda: iter(pairs), Selection(), None, tfeed.Stats(), shuffle=False, seed=0,
+                             shuffle_buffer_size=100)
+    ds = url_dataset(generator, lot=True)
+    epochs = [np.concatenate([lots.numpy() for _, _, lots in ds]) for _ in range(2)]
+    assert [len(lots) for lots in epochs] == [70, 70]
+    assert all(len(set(lots)) == 1 and lots[0] != 0 for lots in epochs)
+    assert epochs[0][0] != epochs[1][0]
+
+
 def test_concurrent_callers(ops, server, small_images):
     names = sorted(small_images)
     results = {}

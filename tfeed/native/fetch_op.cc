@@ -13,6 +13,10 @@
 //                                       sniff magic bytes, write outputs
 //   done() <--- completer thread <----  last transfer of the batch finished
 //
+// TfeedFetchPooled is the same with the outputs shared by one iterator's calls
+// (a "lot"): results go to the lot's oldest waiting call, so a hanging URL
+// delays the lot's last call instead of its own group (see struct Lot).
+//
 // Semantics follow tfeed/download.py; reasons are the names in tfeed/errors.py.
 //
 // libcurl is opened with dlopen(RTLD_LOCAL | RTLD_DEEPBIND) and called through
@@ -509,7 +513,8 @@ enum class State { kQueued, kActive, kWaiting, kDone };
 
 struct Transfer {
   Batch* batch = nullptr;
-  int64_t out = 0;   // index into the batch's outputs
+  int64_t out = 0;   // index into the batch's outputs (unused in a pooled batch)
+  int64_t label = 0;  // carried to the output row of a pooled batch
   int64_t slot = 0;  // index into the batch's transfers
   std::string url;
   std::string cache_path;  // where a success is stored; "" without a cache
@@ -525,6 +530,7 @@ struct Transfer {
 
 struct Batch {
   uint64_t id = 0;
+  uint64_t lot = 0;  // != 0: a pooled batch: its results go to its lot, not to outputs of its own
   std::shared_ptr<const Options> opt;
   std::unique_ptr<Transfer[]> transfers;
   int64_t size = 0, remaining = 0;
@@ -535,6 +541,49 @@ struct Batch {
   tensorflow::CancellationManager* cm = nullptr;
   tensorflow::CancellationToken token = 0;
   bool cancelled = false;
+};
+
+// One finished URL of a lot, waiting for a call to take it.
+struct Result {
+  tstring body, reason, detail, url;
+  int32_t attempts = 0;
+  int64_t label = 0;
+};
+
+// A TfeedFetchPooled call: `size` output rows, filled in completion order by
+// any results of its lot (its own URLs or those of the lot's other calls).
+struct Call {
+  uint64_t lot = 0;
+  int64_t size = 0, filled = 0;
+  tstring *bodies = nullptr, *reasons = nullptr, *details = nullptr, *urls = nullptr;
+  int32_t* attempts = nullptr;
+  int64_t* labels = nullptr;
+  OpKernelContext* ctx = nullptr;
+  AsyncOpKernel::DoneCallback done;
+  tensorflow::CancellationManager* cm = nullptr;
+  tensorflow::CancellationToken token = 0;
+  bool cancelled = false;
+
+  void Write(Result r) {
+    const int64_t i = filled++;
+    bodies[i] = std::move(r.body);
+    reasons[i] = std::move(r.reason);
+    details[i] = std::move(r.detail);
+    urls[i] = std::move(r.url);
+    attempts[i] = r.attempts;
+    labels[i] = r.label;
+  }
+};
+
+// The calls of one iterator (one lot id) share their results, so a URL that
+// hangs holds back only the epoch's last call, never a whole group: every
+// call returns as many rows as it brought URLs, and the lot's results number
+// exactly its URLs, so each URL reaches exactly one call.
+// Invariant: `ready` and `waiting` are never both non-empty.
+struct Lot {
+  std::deque<Result> ready;
+  std::deque<std::unique_ptr<Call>> waiting;
+  int64_t batches = 0;  // pooled batches with transfers not yet done
 };
 
 // Runs done callbacks off the network thread: TensorFlow may run the rest of
@@ -602,6 +651,27 @@ class Fetcher {
   void Cancel(uint64_t id) {
     std::lock_guard<std::mutex> lock(mu_);
     cancels_.push_back(id);
+    Wake();
+  }
+
+  // Any thread.  `batch` (may be null) holds the call's URLs still to fetch;
+  // the call's done runs exactly once, when its rows are filled or its lot is
+  // cancelled (the iterator went away: every call of the lot ends Cancelled).
+  void SubmitPooled(std::unique_ptr<Batch> batch, std::unique_ptr<Call> call) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (call->cm != nullptr) {
+      call->token = call->cm->get_cancellation_token();
+      uint64_t lot = call->lot;
+      if (!call->cm->RegisterCallback(call->token, [this, lot] { CancelLot(lot); })) call->cancelled = true;
+    }
+    if (batch != nullptr) incoming_.push_back(std::move(batch));
+    incoming_calls_.push_back(std::move(call));
+    Wake();
+  }
+
+  void CancelLot(uint64_t lot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lot_cancels_.push_back(lot);
     Wake();
   }
 
@@ -767,16 +837,20 @@ class Fetcher {
   // New batches and cancellations; false once stopping.
   bool Intake() {
     std::vector<std::unique_ptr<Batch>> incoming;
-    std::vector<uint64_t> cancels;
+    std::vector<std::unique_ptr<Call>> calls;
+    std::vector<uint64_t> cancels, lot_cancels;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return false;
       incoming.swap(incoming_);
+      calls.swap(incoming_calls_);
       cancels.swap(cancels_);
+      lot_cancels.swap(lot_cancels_);
     }
     for (auto& batch : incoming) {
       Batch* b = batch.get();
       ApplyLimits(*b->opt);
+      if (b->lot != 0) ++lots_[b->lot].batches;
       batches_[b->id] = std::move(batch);
       if (b->cancelled) {
         CancelBatch(b);
@@ -788,7 +862,62 @@ class Fetcher {
       auto it = batches_.find(id);
       if (it != batches_.end()) CancelBatch(it->second.get());
     }
+    for (auto& call : calls) {
+      const uint64_t id = call->lot;
+      const bool cancelled = call->cancelled;
+      Lot& lot = lots_[id];
+      while (call->filled < call->size && !lot.ready.empty()) {
+        call->Write(std::move(lot.ready.front()));
+        lot.ready.pop_front();
+      }
+      if (call->filled == call->size) FinishCall(std::move(call));
+      else lot.waiting.push_back(std::move(call));
+      if (cancelled) lot_cancels.push_back(id);
+      DropIfIdle(id);
+    }
+    for (uint64_t id : lot_cancels) CancelLotNow(id);
     return true;
+  }
+
+  // A result of a pooled batch: to the lot's oldest waiting call, else kept ready.
+  void Deliver(uint64_t id, Result r) {
+    Lot& lot = lots_[id];
+    if (lot.waiting.empty()) return lot.ready.push_back(std::move(r));
+    Call* call = lot.waiting.front().get();
+    call->Write(std::move(r));
+    if (call->filled < call->size) return;
+    FinishCall(std::move(lot.waiting.front()));
+    lot.waiting.pop_front();
+  }
+
+  void FinishCall(std::unique_ptr<Call> call) {
+    if (call->cm != nullptr) call->cm->TryDeregisterCallback(call->token);
+    if (call->cancelled) call->ctx->SetStatus(tensorflow::errors::Cancelled("TfeedFetchPooled cancelled"));
+    completer_.Post(std::move(call->done));
+  }
+
+  void DropIfIdle(uint64_t id) {
+    auto it = lots_.find(id);
+    if (it != lots_.end() && it->second.batches == 0 && it->second.waiting.empty() && it->second.ready.empty())
+      lots_.erase(it);
+  }
+
+  // The iterator that owned the lot is gone: stop its transfers, end its calls.
+  void CancelLotNow(uint64_t id) {
+    auto it = lots_.find(id);
+    if (it == lots_.end()) return;
+    std::vector<Batch*> doomed;
+    for (auto& entry : batches_)
+      if (entry.second->lot == id) doomed.push_back(entry.second.get());
+    for (Batch* b : doomed) {
+      ReleaseTransfers(b);
+      batches_.erase(b->id);
+    }
+    for (auto& call : it->second.waiting) {
+      call->cancelled = true;
+      FinishCall(std::move(call));
+    }
+    lots_.erase(it);
   }
 
   void ApplyLimits(const Options& opt) {
@@ -1055,6 +1184,22 @@ class Fetcher {
       if (v.ok) StoreCached(t->cache_path, t->body);
       else RememberFailure(t->cache_path, v.reason, b->opt->remember_failures_s);
     }
+    if (b->lot != 0) {
+      Result r;
+      if (v.ok) r.body = std::move(t->body);
+      r.reason = v.ok ? "" : v.reason;
+      r.detail = v.detail;
+      r.url = t->url;
+      r.attempts = t->attempts;
+      r.label = t->label;
+      t->body = tstring();
+      Deliver(b->lot, std::move(r));
+      if (--b->remaining > 0) return;
+      const uint64_t lot = b->lot;
+      batches_.erase(b->id);
+      --lots_[lot].batches;
+      return DropIfIdle(lot);
+    }
     if (v.ok) b->bodies[t->out] = std::move(t->body);
     b->reasons[t->out] = v.ok ? "" : v.reason;
     b->details[t->out] = v.detail;
@@ -1063,8 +1208,7 @@ class Fetcher {
     if (--b->remaining == 0) FinishBatch(b);
   }
 
-  void CancelBatch(Batch* b) {
-    b->cancelled = true;
+  void ReleaseTransfers(Batch* b) {
     for (int64_t i = 0; i < b->size; ++i) {
       Transfer* t = &b->transfers[i];
       if (t->state == State::kDone) continue;
@@ -1072,6 +1216,12 @@ class Fetcher {
       if (t->state == State::kActive || t->state == State::kWaiting) --in_flight_;
       t->state = State::kDone;
     }
+  }
+
+  void CancelBatch(Batch* b) {
+    if (b->lot != 0) return;  // a pooled batch ends with its lot (CancelLotNow)
+    b->cancelled = true;
+    ReleaseTransfers(b);
     FinishBatch(b);
   }
 
@@ -1113,7 +1263,8 @@ class Fetcher {
 
   std::mutex mu_;
   std::vector<std::unique_ptr<Batch>> incoming_;
-  std::vector<uint64_t> cancels_;
+  std::vector<std::unique_ptr<Call>> incoming_calls_;
+  std::vector<uint64_t> cancels_, lot_cancels_;
   bool stop_ = false;
 
   CURLM* multi_ = nullptr;
@@ -1123,6 +1274,7 @@ class Fetcher {
 
   // Loop-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Batch>> batches_;
+  std::unordered_map<uint64_t, Lot> lots_;
   std::deque<Ref> queued_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::vector<Transfer*> active_;
@@ -1170,9 +1322,10 @@ Fetcher* Fetcher::Get(std::string* error) {
 // ---------------------------------------------------------------------------
 // The kernels.
 
-class TfeedFetchOp : public AsyncOpKernel {
+// The attributes both fetch kernels share, and what they do before the network.
+class FetchKernel : public AsyncOpKernel {
  public:
-  explicit TfeedFetchOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
+  explicit FetchKernel(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
     auto opt = std::make_shared<Options>();
     float f;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("connect_timeout", &f));
@@ -1219,6 +1372,64 @@ class TfeedFetchOp : public AsyncOpKernel {
     opt_ = opt;
   }
 
+ protected:
+  // Answers `url` without the network where it can: a file:// read, a cache
+  // hit or remembered failure, a scheme not allowed.  Returns false then, with
+  // *body, *v and *attempts set; true if it needs a transfer (*cache_path set
+  // when there is a cache).
+  bool NeedsTransfer(const std::string& url, tstring* body, Verdict* v, int32_t* attempts,
+                     std::string* cache_path) const {
+    const Options& opt = *opt_;
+    std::string scheme = SchemeOf(url);
+    *attempts = 0;
+    if ((scheme == "http" && opt.http) || (scheme == "https" && opt.https)) {
+      if (opt.cache_dir.empty()) return true;
+      *cache_path = CachePath(opt.cache_dir, url);
+      return !FromCache(*cache_path, opt, body, v);
+    }
+    if ((scheme.empty() || scheme == "file") && opt.file) {
+      *attempts = 1;
+      *v = ReadLocal(url, opt, body);
+      if (!v->ok) *body = tstring();
+    } else if (std::find(opt.schemes.begin(), opt.schemes.end(), scheme) != opt.schemes.end()) {
+      v->reason = "invalid_url", v->detail = "scheme " + scheme + " is not read by the native fetch op";
+    } else {
+      std::string allowed;
+      for (const auto& s : opt.schemes) allowed += (allowed.empty() ? "" : ", ") + s;
+      v->reason = "invalid_url", v->detail = "scheme not in (" + allowed + ")";
+    }
+    return false;
+  }
+
+  static uint64_t NextBatchId() {
+    static std::atomic<uint64_t> next_id{1};
+    return next_id++;
+  }
+
+  std::shared_ptr<const Options> opt_;
+
+ private:
+  // A cache hit (a body, or a remembered permanent failure) into *body / *v; false on a miss.
+  static bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdict* v) {
+    bool corrupt = false;
+    if (ReadCached(path, body, &corrupt)) {
+      *v = CheckImage(*body, opt);
+    } else {
+      if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
+      v->reason = RememberedFailure(path, opt.remember_failures_s);
+      if (v->reason.empty()) return false;
+      v->detail = "remembered from an earlier attempt (cache)";
+    }
+    if (!v->ok) *body = tstring();
+    return true;
+  }
+};
+
+// TfeedFetch: row i of every output answers URL i.
+class TfeedFetchOp : public FetchKernel {
+ public:
+  using FetchKernel::FetchKernel;
+
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     const Tensor& urls = ctx->input(0);
     Tensor *bodies, *reasons, *attempts, *details;
@@ -1235,17 +1446,11 @@ class TfeedFetchOp : public AsyncOpKernel {
     batch->details = details->flat<tstring>().data();
     batch->attempts = attempts->flat<int32_t>().data();
     batch->transfers.reset(new Transfer[n]);
-    const Options& opt = *opt_;
     for (int64_t i = 0; i < n; ++i) {
       std::string url(in(i).data(), in(i).size());
-      std::string scheme = SchemeOf(url);
-      batch->attempts[i] = 0;
-      if ((scheme == "http" && opt.http) || (scheme == "https" && opt.https)) {
-        std::string cache_path;
-        if (!opt.cache_dir.empty()) {
-          cache_path = CachePath(opt.cache_dir, url);
-          if (FromCache(cache_path, opt, i, batch.get())) continue;
-        }
+      std::string cache_path;
+      Verdict v;
+      if (NeedsTransfer(url, &batch->bodies[i], &v, &batch->attempts[i], &cache_path)) {
         Transfer& t = batch->transfers[batch->size];
         t.cache_path = std::move(cache_path);
         t.slot = batch->size++;
@@ -1254,18 +1459,6 @@ class TfeedFetchOp : public AsyncOpKernel {
         t.url = std::move(url);
         continue;
       }
-      Verdict v;
-      if ((scheme.empty() || scheme == "file") && opt.file) {
-        batch->attempts[i] = 1;
-        v = ReadLocal(url, opt, &batch->bodies[i]);
-        if (!v.ok) batch->bodies[i] = tstring();
-      } else if (std::find(opt.schemes.begin(), opt.schemes.end(), scheme) != opt.schemes.end()) {
-        v.reason = "invalid_url", v.detail = "scheme " + scheme + " is not read by the native fetch op";
-      } else {
-        std::string allowed;
-        for (const auto& s : opt.schemes) allowed += (allowed.empty() ? "" : ", ") + s;
-        v.reason = "invalid_url", v.detail = "scheme not in (" + allowed + ")";
-      }
       batch->reasons[i] = v.ok ? "" : v.reason;
       batch->details[i] = v.detail;
     }
@@ -1273,36 +1466,76 @@ class TfeedFetchOp : public AsyncOpKernel {
     std::string error;
     Fetcher* fetcher = Fetcher::Get(&error);
     OP_REQUIRES_ASYNC(ctx, fetcher != nullptr, tensorflow::errors::FailedPrecondition(error), done);
-    static std::atomic<uint64_t> next_id{1};
-    batch->id = next_id++;
+    batch->id = NextBatchId();
     batch->remaining = batch->size;
     batch->ctx = ctx;
     batch->done = std::move(done);
     batch->cm = ctx->cancellation_manager();
     fetcher->Submit(std::move(batch));
   }
+};
 
- private:
-  // Answers URL i of the batch from the cache (attempts 0 marks it); false on a miss.
-  static bool FromCache(const std::string& path, const Options& opt, int64_t i, Batch* batch) {
-    Verdict v;
-    bool corrupt = false;
-    if (ReadCached(path, &batch->bodies[i], &corrupt)) {
-      v = CheckImage(batch->bodies[i], opt);
-    } else {
-      if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
-      v.reason = RememberedFailure(path, opt.remember_failures_s);
-      if (v.reason.empty()) return false;
-      v.detail = "remembered from an earlier attempt (cache)";
+// TfeedFetchPooled: n rows out for n URLs in, in completion order, drawn from
+// every call sharing the lot (see Lot).
+class TfeedFetchPooledOp : public FetchKernel {
+ public:
+  using FetchKernel::FetchKernel;
+
+  void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
+    const Tensor& urls = ctx->input(0);
+    const Tensor& labels = ctx->input(1);
+    const Tensor& lot = ctx->input(2);
+    OP_REQUIRES_ASYNC(ctx, labels.shape() == urls.shape() && tensorflow::TensorShapeUtils::IsScalar(lot.shape()),
+                      tensorflow::errors::InvalidArgument("labels must match urls; lot must be a scalar"), done);
+    auto call = std::make_unique<Call>();
+    call->lot = static_cast<uint64_t>(lot.scalar<int64_t>()());
+    OP_REQUIRES_ASYNC(ctx, call->lot != 0, tensorflow::errors::InvalidArgument("lot must not be 0"), done);
+    Tensor* out[6];
+    for (int k = 0; k < 6; ++k) OP_REQUIRES_OK_ASYNC(ctx, ctx->allocate_output(k, urls.shape(), &out[k]), done);
+    call->bodies = out[0]->flat<tstring>().data();
+    call->labels = out[1]->flat<int64_t>().data();
+    call->urls = out[2]->flat<tstring>().data();
+    call->reasons = out[3]->flat<tstring>().data();
+    call->attempts = out[4]->flat<int32_t>().data();
+    call->details = out[5]->flat<tstring>().data();
+    auto in = urls.flat<tstring>();
+    auto in_labels = labels.flat<int64_t>();
+    call->size = in.size();
+    auto batch = std::make_unique<Batch>();
+    batch->opt = opt_;
+    batch->lot = call->lot;
+    batch->transfers.reset(new Transfer[call->size]);
+    for (int64_t i = 0; i < call->size; ++i) {
+      std::string url(in(i).data(), in(i).size());
+      Result r;
+      std::string cache_path;
+      Verdict v;
+      if (NeedsTransfer(url, &r.body, &v, &r.attempts, &cache_path)) {
+        Transfer& t = batch->transfers[batch->size];
+        t.cache_path = std::move(cache_path);
+        t.slot = batch->size++;
+        t.batch = batch.get();
+        t.url = std::move(url);
+        t.label = in_labels(i);
+        continue;
+      }
+      r.reason = v.ok ? "" : v.reason;
+      r.detail = v.detail;
+      r.url = in(i);
+      r.label = in_labels(i);
+      call->Write(std::move(r));  // answered here: this call's own row
     }
-    if (!v.ok) batch->bodies[i] = tstring();
-    batch->attempts[i] = 0;
-    batch->reasons[i] = v.ok ? "" : v.reason;
-    batch->details[i] = v.detail;
-    return true;
+    if (batch->size == 0) return done();
+    std::string error;
+    Fetcher* fetcher = Fetcher::Get(&error);
+    OP_REQUIRES_ASYNC(ctx, fetcher != nullptr, tensorflow::errors::FailedPrecondition(error), done);
+    batch->id = NextBatchId();
+    batch->remaining = batch->size;
+    call->ctx = ctx;
+    call->done = std::move(done);
+    call->cm = ctx->cancellation_manager();
+    fetcher->SubmitPooled(std::move(batch), std::move(call));
   }
-
-  std::shared_ptr<const Options> opt_;
 };
 
 class TfeedCurlVersionOp : public tensorflow::OpKernel {
@@ -1331,31 +1564,35 @@ class TfeedCacheCorruptOp : public tensorflow::OpKernel {
 
 }  // namespace
 
+// The attributes of both fetch ops (see TfeedFetch's doc).
+#define TFEED_FETCH_ATTRS \
+    .Attr("connect_timeout: float = 10.0") \
+    .Attr("read_timeout: float = 20.0") \
+    .Attr("deadline: float = 60.0") \
+    .Attr("retries: int = 3") \
+    .Attr("backoff: float = 0.25") \
+    .Attr("max_backoff: float = 8.0") \
+    .Attr("max_redirects: int = 5") \
+    .Attr("max_bytes: int = 33554432") \
+    .Attr("max_in_flight: int = 256") \
+    .Attr("connections_per_host: int = 256") \
+    .Attr("dns_cache_ttl: float = 300.0") \
+    .Attr("schemes: list(string) = ['http', 'https']") \
+    .Attr("trust_env: bool = false") \
+    .Attr("user_agent: string = 'tfeed'") \
+    .Attr("pass_transcodable: bool = false") \
+    .Attr("cache_dir: string = ''") \
+    .Attr("remember_failures_s: float = 86400.0") \
+    .Attr("ca_file: string = ''") \
+    .Attr("verify_tls: bool = true")
+
 REGISTER_OP("TfeedFetch")
     .Input("urls: string")
     .Output("bodies: string")
     .Output("reasons: string")
     .Output("attempts: int32")
     .Output("details: string")
-    .Attr("connect_timeout: float = 10.0")
-    .Attr("read_timeout: float = 20.0")
-    .Attr("deadline: float = 60.0")
-    .Attr("retries: int = 3")
-    .Attr("backoff: float = 0.25")
-    .Attr("max_backoff: float = 8.0")
-    .Attr("max_redirects: int = 5")
-    .Attr("max_bytes: int = 33554432")
-    .Attr("max_in_flight: int = 256")
-    .Attr("connections_per_host: int = 256")
-    .Attr("dns_cache_ttl: float = 300.0")
-    .Attr("schemes: list(string) = ['http', 'https']")
-    .Attr("trust_env: bool = false")
-    .Attr("user_agent: string = 'tfeed'")
-    .Attr("pass_transcodable: bool = false")
-    .Attr("cache_dir: string = ''")
-    .Attr("remember_failures_s: float = 86400.0")
-    .Attr("ca_file: string = ''")
-    .Attr("verify_tls: bool = true")
+    TFEED_FETCH_ATTRS
     .SetIsStateful()
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       for (int i = 0; i < 4; ++i) c->set_output(i, c->input(0));
@@ -1380,6 +1617,31 @@ ca_file: PEM file of the CAs trusted for https ("" for the system's);
   verify_tls=false accepts any certificate.
 )doc");
 
+REGISTER_OP("TfeedFetchPooled")
+    .Input("urls: string")
+    .Input("labels: int64")
+    .Input("lot: int64")
+    .Output("bodies: string")
+    .Output("labels_out: int64")
+    .Output("urls_out: string")
+    .Output("reasons: string")
+    .Output("attempts: int32")
+    .Output("details: string")
+    TFEED_FETCH_ATTRS
+    .SetIsStateful()
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      for (int i = 0; i < 6; ++i) c->set_output(i, c->input(0));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+TfeedFetch for the calls of one iterator: the calls given the same lot (a
+non-zero id unique to the iterator) share their results, so one slow URL does
+not hold back the finished URLs of its group.  Each call returns as many rows
+as it was given URLs, in completion order, each row one of the lot's URLs with
+its label: across the lot's calls every URL appears exactly once.  Cancelling
+any call (the iterator going away) cancels the lot's transfers and calls.
+)doc");
+
 REGISTER_OP("TfeedCurlVersion").Output("version: string").SetIsStateful();
 
 REGISTER_OP("TfeedCacheCorrupt")
@@ -1390,6 +1652,7 @@ REGISTER_OP("TfeedCacheCorrupt")
     .Doc("Corrupt entries of cache_dir (as given to TfeedFetch) this process has deleted.");
 
 REGISTER_KERNEL_BUILDER(Name("TfeedFetch").Device(tensorflow::DEVICE_CPU), TfeedFetchOp);
+REGISTER_KERNEL_BUILDER(Name("TfeedFetchPooled").Device(tensorflow::DEVICE_CPU), TfeedFetchPooledOp);
 REGISTER_KERNEL_BUILDER(Name("TfeedCurlVersion").Device(tensorflow::DEVICE_CPU), TfeedCurlVersionOp);
 REGISTER_KERNEL_BUILDER(Name("TfeedCacheCorrupt").Device(tensorflow::DEVICE_CPU), TfeedCacheCorruptOp);
 
