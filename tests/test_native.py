@@ -328,6 +328,10 @@ def test_graph_stage_has_no_python_and_keeps_failures(ops, server, jpg, small_im
     assert b"PyFunc" not in graph
     out = [(b.numpy(), int(l), u.numpy().decode(), r.numpy()) for b, l, u, r in ds]
     assert out == [(small_images[jpg], 0, urls[0], b""), (b"", 1, urls[1], b"http_404")]
+    pooled = tf.data.Dataset.from_tensor_slices((urls, [0, 1])).apply(fetch_native_graph(FAST))
+    pooled_graph = pooled._as_serialized_graph().numpy()
+    assert b"PyFunc" not in pooled_graph and b"TfeedFetchPooled" in pooled_graph
+    assert sorted((b.numpy(), int(l), u.numpy().decode(), r.numpy()) for b, l, u, r in pooled) == sorted(out)
 
 
 def test_abandoned_iterator_does_not_wait_for_the_deadline(ops, server, jpg):
@@ -341,10 +345,9 @@ def test_abandoned_iterator_does_not_wait_for_the_deadline(ops, server, jpg):
     assert time.monotonic() - start < 5
 
 
-def _lot_rows(urls, lot):
-    """``(url, label, lot)`` rows for the pooled path; each label is its URL's index."""
-    count = len(urls)
-    return tf.data.Dataset.from_tensor_slices((urls, tf.range(count, dtype=tf.int64), tf.fill([count], lot)))
+def _indexed(urls):
+    """``(url, label)`` rows whose label is the URL's index."""
+    return tf.data.Dataset.from_tensor_slices((urls, tf.range(len(urls), dtype=tf.int64)))
 
 
 def test_a_hanging_url_holds_back_only_the_last_group(ops, server, small_images):
@@ -357,7 +360,7 @@ def test_a_hanging_url_holds_back_only_the_last_group(ops, server, small_images)
     for i in hanging:
         urls[i] = fresh(server, names[0], hang=1)
     stats = tfeed.Stats()
-    ds = _lot_rows(urls, lot=tf.constant(next(_unique) + 1, tf.int64)).apply(fetch_native(config, stats, group_size=8))
+    ds = _indexed(urls).apply(fetch_native(config, stats, group_size=8))
     start, arrivals = time.monotonic(), []
     for body, label, url in ds:
         arrivals.append((time.monotonic() - start, int(label)))
@@ -367,32 +370,30 @@ def test_a_hanging_url_holds_back_only_the_last_group(ops, server, small_images)
     assert sum(1 for t, _ in arrivals if t < 3) >= 56  # all but the last group's 6, before any timeout
 
 
+def test_two_iterators_of_one_pooled_dataset_never_share_rows(server, small_images):
+    # Each iterator draws its own lot: had they shared one, their rows would be split between them.
+    names = sorted(small_images)
+    urls = [fresh(server, names[i % len(names)]) for i in range(40)]
+    ds = _indexed(urls).apply(fetch_native(FAST, tfeed.Stats(), group_size=4))
+    first, second = iter(ds), iter(ds)
+    seen = {0: [], 1: []}
+    for _ in range(40):
+        for k, iterator in enumerate((first, second)):
+            seen[k].append(int(next(iterator)[1]))
+    assert sorted(seen[0]) == sorted(seen[1]) == list(range(40))
+
+
 def test_abandoned_pooled_iterator_frees_its_request_slots(ops, server, jpg):
     # max_in_flight=4: had the abandoned lot kept its 4 admitted hanging transfers, the
     # next fetch would queue behind them until their 60 s deadline.
     config = FAST.replace(deadline=60, read_timeout=60, max_in_flight=4)
     urls = [fresh(server, jpg)] + [fresh(server, jpg, hang=1) for _ in range(7)]
-    ds = _lot_rows(urls, lot=tf.constant(next(_unique) + 1, tf.int64)).apply(
-        fetch_native(config, tfeed.Stats(), group_size=1))
-    iterator = iter(ds)
+    iterator = iter(_indexed(urls).apply(fetch_native(config, tfeed.Stats(), group_size=1)))
     assert int(next(iterator)[1]) == 0
     start = time.monotonic()
     del iterator  # cancels the lot: its transfers and its calls
     [(_, reason, _, _)] = fetch(ops, [fresh(server, jpg)], config)
     assert reason == "" and time.monotonic() - start < 5
-
-
-def test_url_dataset_lot_is_one_id_per_epoch():
-    from tfeed.source import Selection, UrlGenerator, url_dataset
-
-    pairs = [(f"http://127.0.0.1:9/{i}.jpg", 0) for i in range(70)]
-    generator = UrlGenerator(lambda: iter(pairs), Selection(), None, tfeed.Stats(), shuffle=False, seed=0,
-                             shuffle_buffer_size=100)
-    ds = url_dataset(generator, lot=True)
-    epochs = [np.concatenate([lots.numpy() for _, _, lots in ds]) for _ in range(2)]
-    assert [len(lots) for lots in epochs] == [70, 70]
-    assert all(len(set(lots)) == 1 and lots[0] != 0 for lots in epochs)
-    assert epochs[0][0] != epochs[1][0]
 
 
 def test_concurrent_callers(ops, server, small_images):

@@ -201,8 +201,7 @@ def image_dataset_from_urls(
             if progress:
                 ProgressBar(stats, desc=selection.subset or "tfeed")
             first_epoch = generator_resume.epoch if generator_resume is not None else 0
-            # the native stage's groups of one epoch share their results (see fetch_native)
-            dataset = (url_dataset(generator, lot=ops is not None and not deterministic)
+            dataset = (url_dataset(generator)
                        .apply(fetch_stage)
                        .apply(augmentation.keys(first_epoch))
                        .apply(decode(image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,

@@ -213,23 +213,10 @@ class UrlGenerator:
         return index
 
 
-def url_dataset(generator: UrlGenerator, group_size: int = 32, lot: bool = False) -> tf.data.Dataset:
+def url_dataset(generator: UrlGenerator, group_size: int = 32) -> tf.data.Dataset:
     """``from_generator`` over ``generator``: groups of
     ``(urls: tf.string [n], labels: tf.int64 [n])``, ``n <= group_size`` (the
-    generator's larger groups are cut up by ``rebatch``); ``.unbatch()`` gives pairs.
-
-    ``lot=True`` adds ``lots: tf.int64 [n]``: one random non-zero id per
-    iteration (epoch), the same in every row, with which the native fetch
-    stage lets the calls of one iterator share their results
-    (``TfeedFetchPooled``)."""
-    spec = (tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64))
-    source = generator
-    if lot:
-        spec += (tf.TensorSpec([None], tf.int64),)
-
-        def source():
-            token = random.SystemRandom().randrange(1, 2**63)
-            for urls, labels in generator():
-                yield urls, labels, np.full(len(urls), token, np.int64)
-
-    return tf.data.Dataset.from_generator(source, output_signature=spec).rebatch(group_size)
+    generator's larger groups are cut up by ``rebatch``); ``.unbatch()`` gives pairs."""
+    return tf.data.Dataset.from_generator(
+        generator, output_signature=(tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64))
+    ).rebatch(group_size)

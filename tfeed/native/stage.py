@@ -8,10 +8,9 @@ out of tf.data's threads::
 
 ``TfeedFetch`` is an async kernel: it hands its URLs to the process-wide
 libcurl loop and returns at once, so no tf.data thread waits on the network.
-Given a third column, the epoch's lot id (:func:`tfeed.url_dataset` with
-``lot=True``, as :func:`tfeed.image_dataset_from_urls` does unless
-``deterministic``), the stage calls ``TfeedFetchPooled`` instead: the calls of
-one lot share their results, each returning as many rows as it brought URLs
+Unless ``deterministic``, the stages call ``TfeedFetchPooled`` instead, with
+a lot id drawn once per iterator (:func:`with_lot`): the calls of one
+iterator share their results, each returning as many rows as it brought URLs,
 in completion order, so a URL that hangs until its timeout holds back the
 epoch's last call only, not the finished rest of its group (measured with 2%
 hanging URLs and a 5 s read timeout: 1,824 of 2,000 images in 2.7 s instead
@@ -58,11 +57,10 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements: ``(url: tf.string [], label: tf.int64 [])`` or groups of
-    them as vectors ``[n]``, optionally with a third column ``lot: tf.int64``
-    (:func:`tfeed.url_dataset` with ``lot=True``): unless ``deterministic``,
-    the groups of one lot then share their results (``TfeedFetchPooled``), so
-    a URL that hangs until its deadline holds back only the epoch's last
-    group instead of the 31 finished URLs of its own.  Output: ``(body, label, url)`` for each URL that
+    them as vectors ``[n]``.  Unless ``deterministic``, the groups of one
+    iterator share their results (``TfeedFetchPooled``, see :func:`with_lot`),
+    so a URL that hangs until its timeout holds back only the epoch's last
+    group instead of the finished URLs of its own.  Output: ``(body, label, url)`` for each URL that
     downloaded as an image; failures are counted in ``stats``, handed to
     ``on_error`` and dropped.  ``num_parallel_calls`` groups are fetched at
     once (default ``2 * ceil(config.max_in_flight / group_size)``).  ``ops`` is
@@ -144,7 +142,9 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
             return tuple(ops.tfeed_keep_rows(keep, [bodies, labels, urls]))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        fetched = _grouped(dataset, group_size).map(fetch_group, num_parallel_calls=calls, deterministic=ordered)
+        groups = _grouped(dataset, group_size)
+        groups = groups if ordered else with_lot(groups)
+        fetched = groups.map(fetch_group, num_parallel_calls=calls, deterministic=ordered)
         return fetched.map(record_op).unbatch()
 
     return apply
@@ -209,15 +209,17 @@ def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, grou
     ``reason`` downstream.  Formats that need transcoding (TIFF, JPEG 2000,
     PNM) count as ``decode_error``, as transcoding needs Python.
     """
-    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False)
+    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False,
+                                      pooled=not deterministic)
 
     def keep_reason(bodies, labels, urls, reasons, attempts, details):
         del attempts, details
         return bodies, labels, urls, reasons
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        fetched = _grouped(dataset, group_size).map(fetch_group, num_parallel_calls=calls,
-                                                    deterministic=bool(deterministic))
+        groups = _grouped(dataset, group_size)
+        groups = groups if deterministic else with_lot(groups)
+        fetched = groups.map(fetch_group, num_parallel_calls=calls, deterministic=bool(deterministic))
         return fetched.map(keep_reason).unbatch()
 
     return apply
@@ -248,9 +250,11 @@ def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable,
     ops = _require(ops)
     calls = num_parallel_calls or 2 * math.ceil(config.max_in_flight / group_size)
 
-    def fetch_group(urls, labels, lots=None):
-        if lots is not None and pooled:  # rows of any group of the lot, in completion order
-            return tuple(ops.tfeed_fetch_pooled(urls, labels, tf.reduce_max(lots), **attrs))
+    def fetch_group(urls, labels, lot=None):
+        if lot is not None and pooled:  # rows of any group of the lot, in completion order
+            bodies, out_labels, urls, reasons, attempts, details = ops.tfeed_fetch_pooled(
+                urls, tf.cast(labels, tf.int64), lot, **attrs)
+            return bodies, tf.cast(out_labels, labels.dtype), urls, reasons, attempts, details
         bodies, reasons, attempts, details = ops.tfeed_fetch(urls, **attrs)
         return bodies, labels, urls, reasons, attempts, details
 
@@ -268,6 +272,20 @@ def _require(ops):
         raise RuntimeError("the native fetch op is unavailable (see the warning above); "
                            "use tfeed.fetching.fetch, or check tfeed.native.available() first")
     return ops
+
+
+def with_lot(groups: tf.data.Dataset) -> tf.data.Dataset:
+    """``(urls [n], labels [n])`` groups -> ``(urls, labels, lot)``: ``lot`` an
+    int64 scalar drawn at random by each iterator's first group and kept for
+    the rest (the ``scan`` state starts again with every iterator), so the
+    pooled op's calls share results within one iterator and never across two.
+    Graph ops only: it runs on tf.data service workers too."""
+    def step(lot, group):
+        urls, labels = group
+        lot = tf.where(lot == 0, tf.random.uniform([], 1, 2**62, dtype=tf.int64), lot)
+        return lot, (urls, labels, lot)
+
+    return groups.scan(tf.constant(0, tf.int64), step)
 
 
 def _grouped(dataset: tf.data.Dataset, group_size: int) -> tf.data.Dataset:
