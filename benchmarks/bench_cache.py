@@ -6,7 +6,8 @@ Epoch 1 downloads web-like images from nginx into a fresh cache directory;
 nginx is then stopped, and epoch 2 must complete from the cache with zero
 network requests (any request would fail and be counted).  Epoch 2's
 images/s is compared with the best run of the decode ceiling (the same
-decode + resize on the bytes in memory, in a fresh process), measured
+decode + resize on the bytes in memory, in a fresh process, twice per
+cached epoch: its autotuned map often settles on one call), measured
 alternately in the same run.  Prints a
 markdown table and writes benchmarks/results/cache.json.
 """
@@ -83,25 +84,26 @@ def main(argv=None) -> int:
         server.stop()
         cached, ceiling = [], []
         for _ in range(args.repeats):
-            ceiling.append(ceiling_in_fresh_process(root, args.size))
+            # two ceiling runs per cached epoch: all three once settled low in one run (session 7)
+            ceiling.append([ceiling_in_fresh_process(root, args.size) for _ in range(2)])
             cached.append(images_per_s(ds))
         snap = ds.stats.snapshot()
     result = {
         "images": args.images, "image_size": args.size,
         "epoch1_network_images_per_s": first,
-        "cached_images_per_s": cached, "ceiling_images_per_s": ceiling,
+        "cached_images_per_s": cached, "ceiling_images_per_s": [run for pair in ceiling for run in pair],
         # Against the best ceiling run: its autotuned map sometimes settles on one call
         # (~780/s on 2 cores), and a ceiling caught low would flatter the ratio.
-        "ceiling_best_images_per_s": max(ceiling),
-        "ratio_median": statistics.median(cached) / max(ceiling),
+        "ceiling_best_images_per_s": max(map(max, ceiling)),
+        "ratio_median": statistics.median(cached) / max(map(max, ceiling)),
         "failed": snap["failed"], "cache_hits": snap["cache_hits"],
         "network_requests_after_stop": snap["failed"],  # a request to the stopped server would fail
     }
-    top = max(ceiling)
+    top = max(map(max, ceiling))
     print("| run | images/s | ratio to the best ceiling run |\n|---|---:|---:|")
     print(f"| epoch 1 (nginx, 0 ms) | {first:.0f} | {first / top:.2f} |")
     for i, (c, d) in enumerate(zip(cached, ceiling)):
-        print(f"| cached epoch {i + 2} (ceiling run beside it: {d:.0f}) | {c:.0f} | {c / top:.2f} |")
+        print(f"| cached epoch {i + 2} (ceiling runs beside it: {d[0]:.0f}, {d[1]:.0f}) | {c:.0f} | {c / top:.2f} |")
     print(f"\nmedian cached / best ceiling {result['ratio_median']:.2f} (acceptance: >= 0.9); "
           f"cache hits {snap['cache_hits']}; failures after the server stopped: {snap['failed']}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
