@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/bench_fetch.py: a tiny run writes every row, JSON and PNGs."""
+"""Smoke tests of the benchmarks: tiny runs of bench_fetch.py (every row, JSON and PNGs) and
+bench_hanging.py, and the shared helpers."""
 
 from __future__ import annotations
 
@@ -93,3 +94,21 @@ def test_markdown_table_aligns_columns():
     assert table[0] == "| name      | value |"
     assert table[1] == "|-----------|------:|"
     assert table[3] == "| long name |       |"
+
+
+@pytest.mark.timeout(200)
+def test_hanging_benchmark_counts_every_url_on_every_engine(tmp_path):
+    pytest.importorskip("skimage")
+    out = tmp_path / "hanging.json"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_hanging.py"), "--images", "60",
+               "--hanging", "0.1", "--read-timeout", "1", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=190, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert 0 < data["hanging"] < 60
+    for name, row in data["rows"].items():
+        # every good URL once, every hanging one a timeout, the epoch no shorter than the timeout
+        assert row["images"] == 60 - data["hanging"], name
+        assert row["failures"] == {"timeout": data["hanging"]}, name
+        assert row["end_s"] >= 1.0, name
+    assert "| native" in done.stdout

@@ -13,8 +13,8 @@ a lot id drawn once per iterator (:func:`with_lot`): the calls of one
 iterator share their results, each returning as many rows as it brought URLs,
 in completion order, so a URL that hangs until its timeout holds back the
 epoch's last call only, not the finished rest of its group (measured with 2%
-hanging URLs and a 5 s read timeout: 1,824 of 2,000 images in 2.7 s instead
-of 10.7 s).
+hanging URLs and a 5 s read timeout: 1,824 of 2,000 images in 2.0 s instead
+of 10.7 s; ``benchmarks/bench_hanging.py``).
 Twice ``max_in_flight / group_size`` groups are submitted at once: the loop
 keeps ``max_in_flight`` requests open and queues the rest, so a group waiting
 on its slowest URL, or a finished group not yet consumed, does not leave
