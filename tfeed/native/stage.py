@@ -60,10 +60,11 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     them as vectors ``[n]``.  Unless ``deterministic``, the groups of one
     iterator share their results (``TfeedFetchPooled``, see :func:`with_lot`),
     so a URL that hangs until its timeout holds back only the epoch's last
-    group instead of the finished URLs of its own.  Output: ``(body, label, url)`` for each URL that
-    downloaded as an image; failures are counted in ``stats``, handed to
-    ``on_error`` and dropped.  ``num_parallel_calls`` groups are fetched at
-    once (default ``2 * ceil(config.max_in_flight / group_size)``).  ``ops`` is
+    group instead of the finished URLs of its own.  Output: ``(body, label,
+    url)`` for each URL that downloaded as an image; failures are counted in
+    ``stats``, handed to ``on_error`` and dropped.  ``num_parallel_calls``
+    groups are fetched at once (default ``2 * ceil(config.max_in_flight /
+    group_size)``).  ``ops`` is
     the loaded op module (default :func:`tfeed.native.load`).  ``cache``: a
     :class:`tfeed.DiskCache` (the op reads and writes its format itself,
     GIL-free; with ``max_bytes``, the bytes it wrote reach
@@ -77,7 +78,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     ops = _require(ops)
     ordered = bool(deterministic)
     fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=True,
-                                      cache=cache, pooled=not ordered)
+                                      cache=cache)
 
     counters = GraphCounters()
     stats.add_counter_source(counters.read)
@@ -209,8 +210,7 @@ def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, grou
     ``reason`` downstream.  Formats that need transcoding (TIFF, JPEG 2000,
     PNM) count as ``decode_error``, as transcoding needs Python.
     """
-    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False,
-                                      pooled=not deterministic)
+    fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False)
 
     def keep_reason(bodies, labels, urls, reasons, attempts, details):
         del attempts, details
@@ -243,7 +243,7 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Op
                 remember_failures_s=cache.remember_failures_s if cache is not None else 0.0)
 
 
-def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable, cache=None, pooled=False):
+def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable, cache=None):
     if group_size < 1 or (num_parallel_calls is not None and num_parallel_calls < 1):
         raise ValueError(f"group_size and num_parallel_calls must be >= 1, got {group_size}, {num_parallel_calls}")
     attrs = fetch_kwargs(config, pass_transcodable, cache)
@@ -251,7 +251,7 @@ def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable,
     calls = num_parallel_calls or 2 * math.ceil(config.max_in_flight / group_size)
 
     def fetch_group(urls, labels, lot=None):
-        if lot is not None and pooled:  # rows of any group of the lot, in completion order
+        if lot is not None:  # groups from with_lot: rows of any group of the lot, in completion order
             bodies, out_labels, urls, reasons, attempts, details = ops.tfeed_fetch_pooled(
                 urls, tf.cast(labels, tf.int64), lot, **attrs)
             return bodies, tf.cast(out_labels, labels.dtype), urls, reasons, attempts, details
