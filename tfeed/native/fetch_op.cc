@@ -1401,9 +1401,30 @@ class FetchKernel : public AsyncOpKernel {
     return false;
   }
 
-  static uint64_t NextBatchId() {
+  // Appends a transfer of `url` to `batch`; the caller sets where its result goes.
+  static Transfer* AddTransfer(Batch* batch, std::string url, std::string cache_path) {
+    Transfer& t = batch->transfers[batch->size];
+    t.cache_path = std::move(cache_path);
+    t.slot = batch->size++;
+    t.batch = batch;
+    t.url = std::move(url);
+    return &t;
+  }
+
+  // Numbers `batch` for the loop and returns the fetcher to submit it to, or
+  // nullptr after failing the op (done called) when the fetcher cannot start.
+  static Fetcher* Launch(OpKernelContext* ctx, const DoneCallback& done, Batch* batch) {
     static std::atomic<uint64_t> next_id{1};
-    return next_id++;
+    std::string error;
+    Fetcher* fetcher = Fetcher::Get(&error);
+    if (fetcher == nullptr) {
+      ctx->SetStatus(tensorflow::errors::FailedPrecondition(error));
+      done();
+      return nullptr;
+    }
+    batch->id = next_id++;
+    batch->remaining = batch->size;
+    return fetcher;
   }
 
   std::shared_ptr<const Options> opt_;
@@ -1451,23 +1472,15 @@ class TfeedFetchOp : public FetchKernel {
       std::string cache_path;
       Verdict v;
       if (NeedsTransfer(url, &batch->bodies[i], &v, &batch->attempts[i], &cache_path)) {
-        Transfer& t = batch->transfers[batch->size];
-        t.cache_path = std::move(cache_path);
-        t.slot = batch->size++;
-        t.batch = batch.get();
-        t.out = i;
-        t.url = std::move(url);
+        AddTransfer(batch.get(), std::move(url), std::move(cache_path))->out = i;
         continue;
       }
       batch->reasons[i] = v.ok ? "" : v.reason;
       batch->details[i] = v.detail;
     }
     if (batch->size == 0) return done();
-    std::string error;
-    Fetcher* fetcher = Fetcher::Get(&error);
-    OP_REQUIRES_ASYNC(ctx, fetcher != nullptr, tensorflow::errors::FailedPrecondition(error), done);
-    batch->id = NextBatchId();
-    batch->remaining = batch->size;
+    Fetcher* fetcher = Launch(ctx, done, batch.get());
+    if (fetcher == nullptr) return;
     batch->ctx = ctx;
     batch->done = std::move(done);
     batch->cm = ctx->cancellation_manager();
@@ -1511,12 +1524,7 @@ class TfeedFetchPooledOp : public FetchKernel {
       std::string cache_path;
       Verdict v;
       if (NeedsTransfer(url, &r.body, &v, &r.attempts, &cache_path)) {
-        Transfer& t = batch->transfers[batch->size];
-        t.cache_path = std::move(cache_path);
-        t.slot = batch->size++;
-        t.batch = batch.get();
-        t.url = std::move(url);
-        t.label = in_labels(i);
+        AddTransfer(batch.get(), std::move(url), std::move(cache_path))->label = in_labels(i);
         continue;
       }
       r.reason = v.ok ? "" : v.reason;
@@ -1526,11 +1534,8 @@ class TfeedFetchPooledOp : public FetchKernel {
       call->Write(std::move(r));  // answered here: this call's own row
     }
     if (batch->size == 0) return done();
-    std::string error;
-    Fetcher* fetcher = Fetcher::Get(&error);
-    OP_REQUIRES_ASYNC(ctx, fetcher != nullptr, tensorflow::errors::FailedPrecondition(error), done);
-    batch->id = NextBatchId();
-    batch->remaining = batch->size;
+    Fetcher* fetcher = Launch(ctx, done, batch.get());
+    if (fetcher == nullptr) return;
     call->ctx = ctx;
     call->done = std::move(done);
     call->cm = ctx->cancellation_manager();
@@ -1564,6 +1569,12 @@ class TfeedCacheCorruptOp : public tensorflow::OpKernel {
 
 }  // namespace
 
+// Every output of both fetch ops has one row per input URL.
+static absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext* c) {
+  for (int i = 0; i < c->num_outputs(); ++i) c->set_output(i, c->input(0));
+  return absl::OkStatus();
+}
+
 // The attributes of both fetch ops (see TfeedFetch's doc).
 #define TFEED_FETCH_ATTRS \
     .Attr("connect_timeout: float = 10.0") \
@@ -1594,10 +1605,7 @@ REGISTER_OP("TfeedFetch")
     .Output("details: string")
     TFEED_FETCH_ATTRS
     .SetIsStateful()
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      for (int i = 0; i < 4; ++i) c->set_output(i, c->input(0));
-      return absl::OkStatus();
-    })
+    .SetShapeFn(OutputsShapedLikeUrls)
     .Doc(R"doc(
 Downloads every URL; never fails for a bad URL.
 
@@ -1629,10 +1637,7 @@ REGISTER_OP("TfeedFetchPooled")
     .Output("details: string")
     TFEED_FETCH_ATTRS
     .SetIsStateful()
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      for (int i = 0; i < 6; ++i) c->set_output(i, c->input(0));
-      return absl::OkStatus();
-    })
+    .SetShapeFn(OutputsShapedLikeUrls)
     .Doc(R"doc(
 TfeedFetch for the calls of one iterator: the calls given the same lot (a
 non-zero id unique to the iterator) share their results, so one slow URL does
