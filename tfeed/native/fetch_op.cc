@@ -639,18 +639,8 @@ class Fetcher {
   // Any thread.  Takes ownership; the batch's done runs exactly once.
   void Submit(std::unique_ptr<Batch> batch) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (batch->cm != nullptr) {
-      batch->token = batch->cm->get_cancellation_token();
-      uint64_t id = batch->id;
-      if (!batch->cm->RegisterCallback(batch->token, [this, id] { Cancel(id); })) batch->cancelled = true;
-    }
+    WatchCancellation(batch.get(), batch->id, &cancels_);
     incoming_.push_back(std::move(batch));
-    Wake();
-  }
-
-  void Cancel(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancels_.push_back(id);
     Wake();
   }
 
@@ -659,19 +649,9 @@ class Fetcher {
   // cancelled (the iterator went away: every call of the lot ends Cancelled).
   void SubmitPooled(std::unique_ptr<Batch> batch, std::unique_ptr<Call> call) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (call->cm != nullptr) {
-      call->token = call->cm->get_cancellation_token();
-      uint64_t lot = call->lot;
-      if (!call->cm->RegisterCallback(call->token, [this, lot] { CancelLot(lot); })) call->cancelled = true;
-    }
+    WatchCancellation(call.get(), call->lot, &lot_cancels_);
     if (batch != nullptr) incoming_.push_back(std::move(batch));
     incoming_calls_.push_back(std::move(call));
-    Wake();
-  }
-
-  void CancelLot(uint64_t lot) {
-    std::lock_guard<std::mutex> lock(mu_);
-    lot_cancels_.push_back(lot);
     Wake();
   }
 
@@ -687,6 +667,20 @@ class Fetcher {
   }
 
  private:
+  // With mu_ held: when `waiter` (a Batch or a Call) is cancelled, `key` goes to
+  // `queue` for the loop; a waiter already cancelled is marked so.
+  template <typename Waiter>
+  void WatchCancellation(Waiter* waiter, uint64_t key, std::vector<uint64_t>* queue) {
+    if (waiter->cm == nullptr) return;
+    waiter->token = waiter->cm->get_cancellation_token();
+    auto enqueue = [this, key, queue] {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue->push_back(key);
+      Wake();
+    };
+    if (!waiter->cm->RegisterCallback(waiter->token, enqueue)) waiter->cancelled = true;
+  }
+
   struct Ref {
     uint64_t batch;
     int64_t index;
