@@ -644,13 +644,13 @@ class Fetcher {
     Wake();
   }
 
-  // Any thread.  `batch` (may be null) holds the call's URLs still to fetch;
-  // the call's done runs exactly once, when its rows are filled or its lot is
-  // cancelled (the iterator went away: every call of the lot ends Cancelled).
+  // Any thread.  `batch` holds the call's URLs still to fetch; the call's done
+  // runs exactly once, when its rows are filled or its lot is cancelled (the
+  // iterator went away: every call of the lot ends Cancelled).
   void SubmitPooled(std::unique_ptr<Batch> batch, std::unique_ptr<Call> call) {
     std::lock_guard<std::mutex> lock(mu_);
     WatchCancellation(call.get(), call->lot, &lot_cancels_);
-    if (batch != nullptr) incoming_.push_back(std::move(batch));
+    incoming_.push_back(std::move(batch));
     incoming_calls_.push_back(std::move(call));
     Wake();
   }
