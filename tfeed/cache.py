@@ -148,14 +148,17 @@ class DiskCache:
     def grew(self, nbytes: int) -> None:
         """Account ``nbytes`` added to the directory (by :meth:`put`, or by the
         native fetch op, which writes entries itself); evicts when past
-        ``max_bytes``.  Thread-safe: concurrent writers wait for one eviction
-        and then see its result instead of each scanning the directory."""
+        ``max_bytes``.  Thread-safe: writers that pass the cap together wait for
+        one eviction and then see its result instead of each scanning the
+        directory; a writer under the cap returns at once."""
         if self.max_bytes is None:
             return
         with self._lock:
             self._reported += nbytes
             if self._approx_size is not None:
                 self._approx_size += nbytes
+                if self._approx_size <= self.max_bytes:
+                    return  # under the cap: no need to wait for an eviction in progress
         with self._evicting:
             with self._lock:
                 if self._approx_size is None:
