@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test bench sysdeps native torch clean
 
 demo: $(STAMP)
-	$(PY) -m tfeed.demo
+	$(PY) -m tfeed.app.demo
 
 test: $(STAMP) sysdeps native torch
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -26,7 +26,7 @@ torch: $(STAMP)
 # The native fetch op, compiled against the installed TensorFlow (cached per
 # TF version; tfeed falls back to its Python engine if this cannot build).
 native: $(STAMP) sysdeps
-	$(PY) -m tfeed.native.build || echo "native fetch op not built: tfeed will use its Python engine" >&2
+	$(PY) -m tfeed.kernels.build || echo "native fetch op not built: tfeed will use its Python engine" >&2
 
 bench: $(STAMP) sysdeps native
 	$(VENV)/bin/pip install -q -e '.[bench]'

@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfeed", "tfeed.*"]),
-    package_data={"tfeed.native": ["*.cc"]},
+    package_data={"tfeed.kernels": ["core/*.cc", "core/*.h", "fetch/*.cc", "fetch/*.h"]},
     python_requires=">=3.9",
     # `tensorflow` (not tensorflow-cpu): GPU users install tensorflow[and-cuda] on top.
     install_requires=[
@@ -26,6 +26,6 @@ setup(
                  "matplotlib", "tqdm", "psutil", "nbclient", "nbformat", "ipykernel", "trustme"],
         "bench": ["psutil", "matplotlib", "scikit-image", "scikit-learn", "pillow", "tensorpack==0.11"],
     },
-    entry_points={"console_scripts": ["tfeed=tfeed.cli:main"]},
+    entry_points={"console_scripts": ["tfeed=tfeed.app.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

@@ -6,7 +6,7 @@ Serves web-like JPEGs (real photos, shorter side 300-500 px) with nginx and
 measures, alternating candidates each round:
 
 * ceiling: ``decode_image`` + resize to SIZE on the same bytes in memory
-  (tf.data map, AUTOTUNE) -- the issue's yardstick;
+  (tf.data map, AUTOTUNE) -- the yardstick;
 * imagenet_train in memory: the same bytes through the fused recipe (draws,
   crop while decoding; jitter, lighting and flip as one native step), no network;
 * full-decode crop in memory: the same recipe with its crop taken after a full

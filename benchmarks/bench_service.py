@@ -22,8 +22,8 @@ import tensorflow as tf
 
 import tfeed
 from tfeed.config import FetchConfig
-from tfeed.decoding import decode_image, resize_image
-from tfeed.native.stage import fetch_native_graph
+from tfeed.images import decode_image, resize_image
+from tfeed.fetching.native import fetch_native_graph
 from tfeed.service.dataset import service_dataset
 from tfeed.testing import ImageServer, web_like_corpus
 from tfeed.testing.server import stop_process

@@ -73,7 +73,7 @@ def main(argv=None):
     for failure in train.stats.failed_urls(5):
         print(f"  {failure}")
     if args.failures:
-        from tfeed import viz
+        from tfeed.app import viz
 
         viz.save_figure(viz.failure_gallery(train.stats), args.failures)
     if server is not None:

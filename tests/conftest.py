@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfeed import native
-from tfeed.native import build as native_build
+from tfeed import kernels as native
+from tfeed.kernels import build as native_build
 from tfeed.testing import ImageServer, NginxServer, encode, sample_photos, write_images
 
 
@@ -56,3 +56,23 @@ def ops():
     module = native.load()
     assert module is not None
     return module
+
+
+@pytest.fixture(scope="session")
+def core_ops():
+    """The loaded core kernels (no libcurl needed); skipped only when g++ is absent."""
+    try:
+        native_build.build(library="core")
+    except native_build.BuildError as exc:
+        if exc.missing is not None:
+            pytest.skip(f"core kernels cannot be built here: {exc}")
+        raise
+    module = native.load_core()
+    assert module is not None
+    return module
+
+
+@pytest.fixture(scope="module")
+def jpg(small_images):
+    """The first JPEG of ``small_images`` by name (tests/test_native*.py)."""
+    return sorted(n for n in small_images if n.endswith(".jpg"))[0]

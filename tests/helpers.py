@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 
 import numpy as np
@@ -9,6 +10,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 import tfeed
+from tfeed.fetching.native import fetch_kwargs
 
 
 def expected(body: bytes, size=(32, 32)) -> np.ndarray:
@@ -46,3 +48,40 @@ def free_port() -> int:
 def dataset_functions(dataset: tf.data.Dataset) -> list:
     """The FunctionDefs in ``dataset``'s serialized graph (its stages' functions and theirs)."""
     return list(graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy()).library.function)
+
+
+# -- the native fetch op (tests/test_native*.py) --------------------------------------------------
+
+# Fixed windows: the op tests pin the retry machinery (429/503 retried per URL); tests/test_adaptive.py
+# covers adaptive windows.
+FAST = tfeed.FetchConfig(retries=2, backoff=0.01, max_backoff=0.05, deadline=10, read_timeout=5, adaptive=False)
+_unique = itertools.count()  # one counter for every test file: the ImageServer fixture is session-wide
+
+
+def fetch(ops, urls, config=FAST, **attrs):
+    """Run the op once; returns a list of (body, reason, attempts, detail)."""
+    kwargs = {**fetch_kwargs(config), **attrs}
+    bodies, reasons, attempts, details = ops.tfeed_fetch(tf.constant(urls, tf.string), **kwargs)
+    return [(b, r.decode(), int(a), d.decode())
+            for b, r, a, d in zip(bodies.numpy(), reasons.numpy(), attempts.numpy(), details.numpy())]
+
+
+def fresh(server, name, **faults):
+    """A URL no other test requested (``fail=K`` counts per exact URL)."""
+    return server.url(name, n=next(_unique), **faults)
+
+
+# -- tfeed.augment (tests/test_augment*.py) ------------------------------------------------------
+
+def seed_of(i):
+    return tf.constant([i, 12345], tf.int64)
+
+
+def smooth_image(height=240, width=320, seed=0):
+    """A smooth RGB uint8 image whose colours encode position (JPEG-friendly)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi)
+    red = 255 * x / (width - 1)
+    green = 255 * y / (height - 1)
+    blue = 127.5 + 100 * np.sin(2 * np.pi * (x + y) / 90 + phase)
+    return np.round(np.stack([red, green, blue], axis=-1)).astype(np.uint8)

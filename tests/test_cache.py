@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tfeed
-from tfeed.cache import HEADER_BYTES, DiskCache
+from tfeed.fetching.cache import HEADER_BYTES, DiskCache
 from tfeed.testing import ImageServer
 
 from helpers import match_images
@@ -41,7 +41,7 @@ def _indices(ds, small_images):
 @pytest.fixture()
 def engine(request):
     """The fetch engine under test; native is skipped where the op is unavailable."""
-    from tfeed import native
+    from tfeed import kernels as native
 
     if request.param == "native" and not native.available():
         pytest.skip("native fetch op unavailable")
@@ -90,7 +90,7 @@ def test_corrupt_and_truncated_entries_are_refetched(served, small_images, tmp_p
 
 _WRITER = textwrap.dedent("""
     import sys, hashlib
-    from tfeed.cache import HEADER_BYTES, DiskCache
+    from tfeed.fetching.cache import HEADER_BYTES, DiskCache
     cache = DiskCache(sys.argv[1])
     start = int(sys.argv[2])
     for i in range(start, start + 100000):
@@ -111,7 +111,7 @@ def _expected_body(i):
 
 def _writer(directory, start):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-c", "import tfeed.cache as c; exec(" + repr(_WRITER) + ")",
+    proc = subprocess.Popen([sys.executable, "-c", "import tfeed.fetching.cache as c; exec(" + repr(_WRITER) + ")",
                              str(directory), str(start)], stdout=subprocess.PIPE, env=env, text=True)
     assert proc.stdout.readline().strip() == "writing"
     return proc
@@ -244,7 +244,7 @@ def test_progress_bar_and_keras_callbacks(served, small_images, tmp_path, capsys
 
 @pytest.mark.parametrize("engine", ["native", "python"], indirect=True)
 def test_warm_cache_is_resumable(served, small_images, tmp_path, engine):
-    from tfeed.warm import warm_cache
+    from tfeed.app.warm import warm_cache
 
     urls = [served.url(name) for name in sorted(small_images)] + [served.url("gone.jpg")]
     snap = warm_cache(urls, str(tmp_path), progress=False, fetch_engine=engine)

@@ -14,7 +14,7 @@ import urllib.request
 import cv2
 import pytest
 
-from tfeed import cli
+from tfeed.app import cli
 from tfeed.testing import encode, synthetic_shapes, write_images
 from tfeed.testing.images import SHAPE_CLASSES
 
@@ -185,7 +185,7 @@ def test_console_script_entry_point():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("tfeed is not pip-installed here (make test installs it)")
     (entry,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "tfeed"]
-    assert entry.value == "tfeed.cli:main" and entry.load() is cli.main
+    assert entry.value == "tfeed.app.cli:main" and entry.load() is cli.main
 
 
 def test_serve_images_stops_cleanly_on_sigterm(served):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import tfeed
-from tfeed import native
+from tfeed import kernels as native
 from tfeed.testing import NginxServer, write_images
 
 trustme = pytest.importorskip("trustme")

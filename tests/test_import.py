@@ -50,7 +50,7 @@ def test_stage_names_are_functions_after_the_pipeline_loads():
     result = _python("""
         import tfeed
         tfeed.image_dataset_from_urls
-        import tfeed.pipeline, tfeed.augment
+        import tfeed.api, tfeed.augment
         print(all(callable(getattr(tfeed, n)) for n in tfeed.__all__ if n != "__version__"))
     """)
     assert result.returncode == 0, result.stderr

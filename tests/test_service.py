@@ -23,7 +23,7 @@ from tfeed.testing.server import stop_process
 
 from helpers import free_port
 
-pytestmark = pytest.mark.skipif(not tfeed.native.available(), reason="the native fetch op cannot be built here")
+pytestmark = pytest.mark.skipif(not tfeed.kernels.available(), reason="the native fetch op cannot be built here")
 
 START_TIMEOUT = 60.0
 
@@ -223,7 +223,7 @@ FALLBACK_SCRIPT = textwrap.dedent("""
     import warnings
     import tfeed
     import tfeed.service
-    from tfeed import native
+    from tfeed import kernels as native
     warnings.simplefilter("ignore")
     assert native.load() is None
     try:

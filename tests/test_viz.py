@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfeed
-from tfeed import viz
+from tfeed.app import viz
 from tfeed.testing import ImageServer, encode, synthetic_shapes
 from tfeed.testing.images import SHAPE_CLASSES
 

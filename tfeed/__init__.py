@@ -16,25 +16,26 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "image_dataset_from_urls": "tfeed.pipeline",
+    "image_dataset_from_urls": "tfeed.api",
     "FetchConfig": "tfeed.config",
-    "FetchEngine": "tfeed.engine",
+    "FetchEngine": "tfeed.fetching.python.engine",
     "Failure": "tfeed.errors",
     "FetchError": "tfeed.errors",
     "Stats": "tfeed.stats",
-    "url_dataset": "tfeed.source",
-    "pair_factory": "tfeed.readers",
-    "fetch": "tfeed.fetching",
-    "decode": "tfeed.decoding",
-    "decode_image": "tfeed.decoding",
-    "resize_image": "tfeed.decoding",
-    "encode_labels": "tfeed.labels",
-    "account": "tfeed.accounting",
-    "DiskCache": "tfeed.cache",
+    "url_dataset": "tfeed.source.generator",
+    "pair_factory": "tfeed.source.readers",
+    "fetch": "tfeed.fetching.python.stage",
+    "decode": "tfeed.decoding.stage",
+    "decode_image": "tfeed.images",
+    "resize_image": "tfeed.images",
+    "encode_labels": "tfeed.batching.labels",
+    "account": "tfeed.batching.accounting",
+    "DiskCache": "tfeed.fetching.cache",
     "Position": "tfeed.resume",
-    "ProgressBar": "tfeed.progress",
+    "ProgressBar": "tfeed.batching.progress",
 }
-_SUBMODULES = ("augment", "callbacks", "datasets", "native", "testing", "viz")
+_SUBMODULES = {"augment": "tfeed.augment", "callbacks": "tfeed.app.callbacks", "datasets": "tfeed.datasets",
+               "kernels": "tfeed.kernels", "service": "tfeed.service", "testing": "tfeed.testing", "viz": "tfeed.app.viz"}
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -45,7 +46,7 @@ def __getattr__(name):
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"tfeed.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'tfeed' has no attribute {name!r}")
 
 

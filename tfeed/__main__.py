@@ -1,7 +1,7 @@
-"""``python -m tfeed``: the ``tfeed`` command (see :mod:`tfeed.cli`)."""
+"""``python -m tfeed``: the ``tfeed`` command (see :mod:`tfeed.app.cli`)."""
 
 import sys
 
-from tfeed.cli import main
+from tfeed.app.cli import main
 
 sys.exit(main())

@@ -17,10 +17,23 @@ def check_choice(name: str, value, choices) -> None:
 class FetchConfig:
     """How URLs are downloaded.  Times are seconds, sizes bytes.
 
-    max_in_flight: requests kept open at once (the latency hider).
+    max_in_flight: requests kept open at once, over all hosts (a cap).
     max_in_flight_bytes: bodies held (downloading or waiting to be decoded)
         above which no new request starts.
-    connections_per_host: keep-alive connections to one host at most.
+    connections_per_host: open requests (and keep-alive connections) to one
+        host at most: a cap; with ``adaptive`` each host's window starts at 4
+        and grows while the host answers well (see
+        :mod:`tfeed.fetching.limiter`).
+    adaptive: per-host adaptive concurrency and pacing.  429, 503 and
+        refused or reset connections from a host slow or pause that host and
+        put the URL back in its queue without spending its retries;
+        ``Retry-After`` pauses the host's whole queue.  ``False``: a fixed
+        window of ``connections_per_host`` and overload retried like any
+        retryable failure.
+    host_patience: seconds a host may answer nothing but overload before its
+        URLs are given up as ``rate_limited`` (so an epoch always ends).
+    max_requests_per_second_per_host: a fixed pace per host (None: only the
+        adaptive one).
     connect_timeout / read_timeout: per attempt; read_timeout bounds the gap
         between two received chunks.
     deadline: total time for one URL, retries and backoff included.
@@ -58,12 +71,18 @@ class FetchConfig:
     user_agent: str = "tfeed (+https://pypi.org/project/tfeed/)"
     ca_file: Optional[str] = None
     verify_tls: bool = True
+    adaptive: bool = True
+    host_patience: float = 300.0
+    max_requests_per_second_per_host: Optional[float] = None
 
     def __post_init__(self):
         for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("connect_timeout", "read_timeout", "deadline"):
+        rate = self.max_requests_per_second_per_host
+        if rate is not None and not rate > 0:
+            raise ValueError(f"max_requests_per_second_per_host must be > 0 or None, got {rate!r}")
+        for name in ("connect_timeout", "read_timeout", "deadline", "host_patience"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
         for name in ("retries", "max_redirects", "backoff", "max_backoff", "dns_cache_ttl"):

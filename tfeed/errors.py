@@ -24,19 +24,8 @@ INVALID_URL = "invalid_url"
 INVALID_LABEL = "invalid_label"
 READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
+RATE_LIMITED = "rate_limited"  # the host answered only 429/503/refusals for longer than host_patience
 TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
-
-
-FAILED_MARK = "\0"  # an undecodable element's URL column: FAILED_MARK + error + FAILED_MARK + URL
-
-
-def split_mark(value: bytes):
-    """``(url, error)`` of a URL-column entry (``error`` is None when the entry
-    is not marked as undecodable; see :func:`tfeed.decoding.mark_failed`)."""
-    if not value.startswith(FAILED_MARK.encode()):
-        return value, None
-    _, error, original = value.split(FAILED_MARK.encode(), 2)
-    return original, error.decode(errors="replace")
 
 
 def http_reason(status: int) -> str:

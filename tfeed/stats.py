@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from tfeed import errors
+from tfeed import elements, errors
 from tfeed.resume import Position, url_key
 
 
@@ -38,6 +38,7 @@ class Stats:
         self._error: Optional[BaseException] = None
         self._counter_sources: List[Callable[[], Dict[str, int]]] = []
         self._journals: List[Callable[[], tuple]] = []
+        self._host_sources: List[Callable[[], List[dict]]] = []
         self._drain_lock = threading.Lock()
 
     def fail(self, error: BaseException) -> None:
@@ -66,6 +67,11 @@ class Stats:
         to every :meth:`snapshot`: counts kept outside Python, such as the
         native fetch stage's graph counters."""
         self._counter_sources.append(source)
+
+    def add_host_source(self, source: Callable[[], List[dict]]) -> None:
+        """Add ``source()`` (one dict per host: ``host``, ``requests``,
+        ``images``, ``failures``, ``throttles``, ``window``...) to :meth:`hosts`."""
+        self._host_sources.append(source)
 
     def attach_journal(self, drain: Callable[[], tuple]) -> None:
         """Deliveries recorded outside Python: ``drain()`` returns ``(urls,
@@ -121,11 +127,11 @@ class Stats:
             self._failed.append(errors.Failure(url, errors.DECODE_ERROR, f"image could not be decoded: {detail}"))
 
     def record_batch(self, url_column: Iterable[bytes]) -> None:
-        """One batch's URL column: marked entries (:func:`tfeed.errors.split_mark`)
+        """One batch's URL column: marked entries (:func:`tfeed.elements.split_mark`)
         failed to decode, the others were delivered."""
         delivered = []
         for value in url_column:
-            url, error = errors.split_mark(value)
+            url, error = elements.split_mark(value)
             if error is None:
                 delivered.append(url.decode())
             else:
@@ -190,6 +196,11 @@ class Stats:
             done = np.concatenate([self._resumed_done, *batches]) if batches else self._resumed_done
             return Position(self._epoch, done.copy())
 
+    def record_throttle(self) -> None:
+        """A host answered a request with overload (429, 503, a refusal): the URL waits and goes again."""
+        with self._lock:
+            self._counts["throttled"] += 1
+
     def record_cache_hit(self) -> None:
         with self._lock:
             self._counts["cache_hits"] += 1
@@ -198,6 +209,7 @@ class Stats:
     def snapshot(self) -> Dict[str, object]:
         """Counters now: ``delivered``, ``failed``, ``failures`` (reason -> count),
         ``retries``, ``bytes``, ``fetched``, ``epochs``, ``cache_hits``,
+        ``throttled`` (overload answers: the URL waited and went again),
         ``elapsed_s`` and ``images_per_s`` (delivered / seconds since the
         first delivery)."""
         self._drain()
@@ -218,10 +230,20 @@ class Stats:
             "bytes": counts.get("bytes", 0),
             "fetched": counts.get("fetched", 0),
             "cache_hits": counts.get("cache_hits", 0),
+            "throttled": counts.get("throttled", 0),
             "epochs": counts.get("epochs", 0),
             "elapsed_s": now - self._started,
             "images_per_s": delivered / span if span > 0 else 0.0,
         }
+
+    def hosts(self, limit: int = 20) -> List[dict]:
+        """The ``limit`` busiest hosts (by requests), each a dict: ``host``,
+        ``requests``, ``images``, ``failures``, ``throttles`` (429/503/refusals),
+        ``window`` (open requests allowed now), ``in_flight``, ``queued``,
+        ``paced_rps`` (None: unpaced) and ``paused_s`` (seconds of pause left)."""
+        rows = [row for source in self._host_sources for row in source()]
+        rows.sort(key=lambda row: row["requests"], reverse=True)
+        return rows[:limit]
 
     def failed_urls(self, limit: int = 100) -> List[errors.Failure]:
         """The most recent ``limit`` failures (url, reason, detail), oldest first."""

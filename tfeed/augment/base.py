@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.decoding import check_image_size, decode_image
+from tfeed.images import check_image_size, decode_image
 
 Affine = Tuple[tf.Tensor, tf.Tensor]  # (matrix [3, 3], bias [3])
 EYE = np.eye(3, dtype=np.float32)

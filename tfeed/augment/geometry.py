@@ -18,7 +18,7 @@ import tensorflow as tf
 from tfeed.augment import randomness
 from tfeed.augment.base import Op, check_probability, to_float
 from tfeed.config import check_choice
-from tfeed.decoding import INTERPOLATIONS, check_image_size, decode_image
+from tfeed.images import INTERPOLATIONS, check_image_size, decode_image
 
 Size = Union[int, Sequence[int]]
 

@@ -35,10 +35,9 @@ import tensorflow as tf
 from tfeed.augment import randomness
 from tfeed.augment.base import Op, Recipe
 from tfeed.augment.tail import ColorTail, color_tail, tail_start
-from tfeed.decoding import check_image_size
+from tfeed.images import DEFAULT_IMAGE_SIZE, DecodeHooks, check_image_size
 from tfeed.single_device import single_device_functions
 
-DEFAULT_IMAGE_SIZE = (256, 256)
 KEY_GROUP = 32  # elements per call of the keys stage
 
 
@@ -54,7 +53,7 @@ class AugmentPlan:
 
     def with_ops(self, ops) -> "AugmentPlan":
         """This plan with the Recipe's tail as one native step where ``ops``
-        (the loaded :mod:`tfeed.native` module, or None) has the kernel."""
+        (the loaded :mod:`tfeed.kernels` module, or None) has the kernel."""
         tail = color_tail(self.augment, ops) if isinstance(self.augment, Recipe) else None
         return dataclasses.replace(self, tail=tail)
 
@@ -95,6 +94,13 @@ class AugmentPlan:
             return lambda image, body, label, url, u: recipe.after_decode_drawn(image, u)
         return lambda image, body, label, url, u: tail.apply(recipe.after_decode_drawn(image, u, tail.start),
                                                              u[recipe.draws:])
+
+    @property
+    def decode_hooks(self) -> Optional[DecodeHooks]:
+        """How a Recipe takes over decoding (None for anything else)."""
+        if self.decoder is None:
+            return None
+        return DecodeHooks(self.decoder, self.jpeg_decoder, self.finisher)
 
     @property
     def per_example(self) -> bool:

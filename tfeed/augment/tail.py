@@ -87,7 +87,7 @@ class ColorTail:
 
 def color_tail(recipe: Recipe, ops) -> Optional[ColorTail]:
     """The recipe's tail as one native step, or None (no tail, or ``ops`` --
-    the loaded :mod:`tfeed.native` module -- is None or lacks the kernel)."""
+    the loaded :mod:`tfeed.kernels` module -- is None or lacks the kernel)."""
     start = tail_start(recipe)
     kernel = getattr(ops, "tfeed_affine_mirror", None) if ops is not None else None
     if start == len(recipe.ops) or kernel is None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from tfeed import errors
 from tfeed.config import FetchConfig
-from tfeed.engine import FetchEngine
+from tfeed.fetching.python.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
 from tfeed.stats import Stats
 
@@ -137,7 +137,7 @@ class NetworkImages:
         :func:`tfeed.image_dataset_from_urls` (``kwargs`` are its arguments;
         ``shuffle``, ``seed``, ``fetch_config``, ``on_error`` and
         ``class_names`` default to this object's)."""
-        from tfeed.pipeline import image_dataset_from_urls
+        from tfeed.api import image_dataset_from_urls
 
         labelled = bool(self.datapoints) and all(len(dp) > 1 for dp in self.datapoints)
         pairs = [(dp[0], dp[1]) for dp in self.datapoints] if labelled else [dp[0] for dp in self.datapoints]

@@ -14,10 +14,14 @@ __all__ = ["service_dataset", "NativeOpMissingError", "ServiceUnavailableError",
 
 
 def __getattr__(name):  # TensorFlow loads only when service mode is used
-    if name in ("service_dataset", "NativeOpMissingError", "PROCESSING_MODES"):
+    if name in ("service_dataset", "NativeOpMissingError"):
         from tfeed.service import dataset
 
         return getattr(dataset, name)
+    if name == "PROCESSING_MODES":
+        from tfeed.plan import PROCESSING_MODES
+
+        return PROCESSING_MODES
     if name in ("ServiceUnavailableError", "LOST"):
         from tfeed.service import client
 

@@ -24,8 +24,8 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.config import FetchConfig
-from tfeed.decoding import decode_image, resize_image
-from tfeed.native.stage import fetch_native_graph
+from tfeed.images import decode_image, resize_image
+from tfeed.fetching.native import fetch_native_graph
 
 
 def epoch_dataset(urls: np.ndarray, labels: np.ndarray, fetch_config: FetchConfig, image_size: Sequence[int], *,

@@ -53,8 +53,10 @@ def serve_worker(dispatcher: str, ready: Callable[[str], None], stop: threading.
 
 
 def _load_op():
+    from tfeed import kernels
     from tfeed.service.dataset import require_native
 
+    kernels.load_core()  # graphs may hold the core kernels too
     return require_native()
 
 

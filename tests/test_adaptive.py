@@ -1,0 +1,143 @@
+"""Per-host adaptive fetching against real servers: Python's http.server, a shedding origin,
+throttling hosts on several loopback addresses; every URL still one example or one reason."""
+
+import time
+
+import numpy as np
+import pytest
+
+import tfeed
+from tfeed import contract, kernels
+from tfeed.config import FetchConfig
+from tfeed.testing import ImageServer, encode, synthetic_shapes
+from tfeed.testing.origins import HttpServerOrigin, SheddingOrigin
+
+ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(
+    not kernels.available(), reason="native fetch op unavailable"))]
+
+
+def _images(n, size=32):
+    images, _ = synthetic_shapes(n, size)
+    return {f"{i}.png": encode(image, "png") for i, image in enumerate(images)}
+
+
+def _epoch(dataset):
+    return sum(int(batch.shape[0]) for batch in dataset)
+
+
+def _host(dataset, url):
+    """The stats row of ``url``'s host (the native engine's rows cover the whole process)."""
+    netloc = url.split("/")[2]
+    row, = [row for row in dataset.stats.hosts(1000) if row["host"].endswith("//" + netloc)]
+    return row
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_python_http_server_gets_a_small_window_and_every_image(engine):
+    with HttpServerOrigin(_images(120)) as origin:
+        urls = origin.urls(sorted(_images(120)))
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                           fetch_engine=engine)
+        assert _epoch(ds) == 120
+        host = _host(ds, urls[0])
+    snap = ds.stats.snapshot()
+    assert snap["failed"] == 0
+    assert host["requests"] == 120 and host["images"] == 120
+    assert host["window"] <= 32  # the default cap is 256: the window stayed near where the server is fast
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_shedding_origin_loses_no_image_and_its_window_settles_near_its_limit(engine):
+    images = _images(160)
+    with SheddingOrigin(images, max_concurrency=8, latency=0.05, retry_after=None) as origin:
+        urls = origin.urls(sorted(images))
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                           fetch_engine=engine)
+        assert _epoch(ds) == 160
+        host = _host(ds, urls[0])
+    snap = ds.stats.snapshot()
+    assert snap["failed"] == 0 and snap["retries"] == 0  # overload spent no retry budget
+    assert snap["throttled"] > 0 and host["throttles"] == snap["throttled"]
+    assert host["window"] <= 12
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_retry_after_pauses_the_whole_host(engine):
+    images = _images(6)
+    with ImageServer(images) as server:
+        names = sorted(images)
+        urls = [server.url(names[0], fail=1, retry_after=2)] + [server.url(name) for name in names[1:]]
+        config = FetchConfig(connections_per_host=1)  # one at a time: the first answer comes before any other
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                           batch_size=None, fetch_engine=engine, fetch_config=config)
+        start = time.monotonic()
+        arrived = [time.monotonic() - start for _ in ds]
+    assert len(arrived) == 6
+    assert min(arrived) >= 1.8  # nothing from the host during its 2 s pause
+    assert ds.stats.snapshot()["throttled"] == 1 and ds.stats.snapshot()["failed"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_throttling_host_neither_stalls_other_hosts_nor_the_epoch(engine):
+    good, throttling = _images(64), _images(8)  # 72 URLs: the last group's 8 places take the 8 given up
+    with ImageServer(good, host="127.0.0.2") as fast, ImageServer(throttling, host="127.0.0.3") as bad:
+        urls = [bad.url(name, status=429) for name in sorted(throttling)]
+        urls += [fast.url(name) for name in sorted(good)]
+        config = FetchConfig(host_patience=3.0)
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                           batch_size=None, fetch_engine=engine, fetch_config=config)
+        start = time.monotonic()
+        arrived = [time.monotonic() - start for _ in ds]
+        elapsed = time.monotonic() - start
+    assert len(arrived) == 64
+    assert max(arrived) < 2.5  # the good host's images came while the other one throttled
+    assert elapsed < 15  # patience 3 s (plus at most one backoff) ended the epoch
+    snap = ds.stats.snapshot()
+    assert snap["failures"] == {"rate_limited": 8}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fixed_windows_still_fail_after_their_retries(engine):
+    images = _images(2)
+    with ImageServer(images) as server:
+        urls = [server.url(name, status=503) for name in sorted(images)]
+        config = FetchConfig(adaptive=False, retries=1, backoff=0.01)
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), batch_size=None,
+                                           fetch_engine=engine, fetch_config=config)
+        assert _epoch(ds) == 0
+    assert ds.stats.snapshot()["failures"] == {"http_5xx": 2}
+
+
+def test_keras_fit_over_python_http_server():
+    keras = pytest.importorskip("keras")
+    images, labels = synthetic_shapes(64, 32)
+    files = {f"{i}.png": encode(image, "png") for i, image in enumerate(images)}
+    with HttpServerOrigin(files) as origin:
+        pairs = [(origin.url(f"{i}.png"), int(labels[i])) for i in range(64)]
+        ds = tfeed.image_dataset_from_urls(pairs, image_size=(32, 32), batch_size=16, seed=0)
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                                  keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        history = model.fit(ds, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    assert ds.stats.snapshot()["delivered"] == 128 and ds.stats.snapshot()["failed"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_url_that_always_answers_503_still_ends(engine):
+    """Its host serves the other URLs meanwhile, so after SHEDS_PER_URL sheds its 503s spend
+    its retries like any retryable failure (http_5xx); were the host to answer nothing but
+    overload, host_patience would end it (rate_limited).  Either way the epoch ends."""
+    images = _images(60)
+    with ImageServer(images, latency=0.05) as server:
+        names = sorted(images)
+        urls = [server.url(names[0], status=503)] + [server.url(name) for name in names[1:]]
+        config = FetchConfig(retries=1, backoff=0.01, max_backoff=0.05, host_patience=5.0)
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), batch_size=None,
+                                           fetch_engine=engine, fetch_config=config)
+        start = time.monotonic()
+        assert sum(1 for _ in ds) == 59
+        assert time.monotonic() - start < 20
+    failures = ds.stats.snapshot()["failures"]
+    assert failures in ({"http_5xx": 1}, {"rate_limited": 1})
+    assert ds.stats.snapshot()["throttled"] >= contract.SHEDS_PER_URL

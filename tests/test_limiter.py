@@ -1,0 +1,121 @@
+"""tfeed.fetching.limiter: the per-host window, pace and pause, driven by event sequences (no I/O)."""
+
+import random
+
+import pytest
+
+from tfeed import contract
+from tfeed.fetching.limiter import HostLimiter
+
+
+def limiter(cap=256, **kwargs):
+    return HostLimiter(cap, rng=random.Random(0), **kwargs)
+
+
+def round_trip(host, now, latency, serial=False):
+    """Start every request the window allows, then answer them all with
+    ``latency`` (``serial``: the k-th after ``k * latency``, as one server thread would)."""
+    tickets = []
+    while host.can_start(now):
+        tickets.append(host.start(now))
+    for k, ticket in enumerate(tickets, 1):
+        took = k * latency if serial else latency
+        host.succeeded(ticket, took, now + took)
+    return len(tickets)
+
+
+def test_slow_start_doubles_the_window_each_round_trip_up_to_the_cap():
+    host = limiter(cap=100)
+    assert host.window == contract.INITIAL_WINDOW
+    sizes = [round_trip(host, 0.1 * i, 0.1) for i in range(8)]
+    assert sizes[:5] == [4, 8, 16, 32, 64]
+    assert host.window == 100  # the cap
+
+
+def test_a_host_that_queues_requests_keeps_a_small_window():
+    """One server thread, 1 ms a request: the window settles near the knee."""
+    host = limiter()
+    now = 0.0
+    for _ in range(200):
+        now += 0.001 * round_trip(host, now, 0.001, serial=True)
+    assert 2 <= host.window <= 8
+
+
+def test_overload_cuts_to_what_the_host_let_through_once_per_window():
+    host = limiter()
+    for i in range(4):  # slow start to 64
+        round_trip(host, 0.1 * i, 0.1)
+    tickets = [host.start(1.0) for _ in range(int(host.window))]
+    for ticket in tickets[16:]:  # a concurrency limit of 16 sheds the rest
+        host.overloaded(ticket, 1.05, status=503)
+    assert host.window == 16  # min(0.7 * 64, 16 open before the first shed one): one cut, not 48
+    assert not host.slow_start
+    for ticket in tickets[:16]:
+        host.succeeded(ticket, 0.1, 1.1)
+    assert host.window == pytest.approx(16, abs=1.0)
+
+
+def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
+    host = limiter()
+    host.window, host.slow_start, host.ceiling = 17.0, False, 16.0
+    ticket = host.start(0.0)
+    host.overloaded(ticket, 0.1, status=503)
+    assert host.window == 16.0
+    quiet_after_one = host._probe_at - 0.1
+    ticket = host.start(50.0)
+    host.window = 17.0
+    host.overloaded(ticket, 50.1, status=503)
+    assert host._probe_at - 50.1 == pytest.approx(2 * quiet_after_one)
+
+
+def test_retry_after_pauses_the_host():
+    host = limiter()
+    ticket = host.start(0.0)
+    host.overloaded(ticket, 0.5, status=503, retry_after=2.0)
+    assert not host.can_start(1.0)
+    assert host.ready_at(1.0) == pytest.approx(2.5)
+    assert host.can_start(2.5)
+
+
+def test_429_without_retry_after_paces_the_host_instead_of_failing():
+    host = limiter()
+    now = 0.0
+    for _ in range(20):  # one request every 10 ms
+        ticket = host.start(now)
+        host.succeeded(ticket, 0.001, now + 0.001)
+        now += 0.01
+    ticket = host.start(now)
+    host.overloaded(ticket, now, status=429)
+    assert host.gap == pytest.approx(0.01 / contract.OVERLOAD_DECREASE, rel=0.3)
+    assert not host.can_start(now + 0.001) and host.can_start(now + host.gap + 1e-9)
+
+
+def test_overload_at_the_minimum_window_backs_off_exponentially():
+    host = limiter()
+    now, pauses = 0.0, []
+    for _ in range(6):
+        host.window = 1.0
+        ticket = host.start(host.ready_at(now))
+        now = host.ready_at(now) + 0.01
+        host.overloaded(ticket, now)
+        pauses.append(max(0.0, host.paused_until - now))
+    assert pauses[0] == 0  # one overload is not yet a streak
+    assert pauses[2] < pauses[-1]
+
+
+def test_a_host_that_only_throttles_is_given_up_after_its_patience():
+    host = limiter(patience=5.0)
+    ticket = host.start(0.0)
+    host.overloaded(ticket, 0.0, status=429)
+    assert not host.given_up(4.9)
+    assert host.given_up(5.1)
+    host.succeeded(host.start(6.0), 0.01, 6.01)
+    assert not host.given_up(100.0)
+
+
+def test_without_adaptive_the_window_is_the_cap_and_signals_change_nothing():
+    host = limiter(cap=8, adaptive=False)
+    assert host.window == 8
+    ticket = host.start(0.0)
+    host.overloaded(ticket, 0.1, status=503)
+    assert host.window == 8 and host.can_start(0.2)

@@ -1,0 +1,106 @@
+"""The fetch contract: the rules both engines follow, defined once.
+
+The Python engine reads these values directly; the native op includes a C++
+header generated from this module at build time (``contract.h``, see
+:mod:`tfeed.kernels.contract_header`), and the header's text is part of the
+library's build hash, so the two engines cannot drift apart.
+
+Contents: every failure reason; which HTTP statuses are retried and the
+backoff between attempts; the magic bytes that make a body an image; the
+cache entry format and the failures it remembers; the number of URLs per
+fetch call.
+"""
+
+from __future__ import annotations
+
+from tfeed import errors
+
+# -- failure reasons (besides ``http_<code>`` for HTTP client errors) --------
+REASONS = (errors.TIMEOUT, errors.CONNECTION, errors.DNS, errors.TOO_LARGE, errors.TRUNCATED,
+           errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.DECODE_ERROR, errors.INVALID_URL,
+           errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS, errors.RATE_LIMITED)
+
+# -- retries ---------------------------------------------------------------------
+# A final status >= 500, or one of these, is retried (with backoff); other 4xx are not.
+RETRYABLE_STATUSES = (408, 429)
+FIRST_SERVER_ERROR = 500
+# Backoff before retry n (1-based), seconds: ceiling = min(max_backoff, backoff * 2**(n-1));
+# the delay is ceiling * BACKOFF_FIXED_SHARE + uniform(0, ceiling * (1 - BACKOFF_FIXED_SHARE))
+# ("equal jitter": half fixed, half random).  Retry-After, when longer, wins.
+BACKOFF_FIXED_SHARE = 0.5
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether a final HTTP error ``status`` is retried."""
+    return status >= FIRST_SERVER_ERROR or status in RETRYABLE_STATUSES
+
+
+def backoff_ceiling(attempt: int, backoff: float, max_backoff: float) -> float:
+    """The longest wait before retry number ``attempt`` (1-based), seconds."""
+    return min(max_backoff, backoff * (2 ** (attempt - 1)))
+
+
+# -- what counts as an image -------------------------------------------------------
+# (format, minimum body length, ((offset, bytes), ...)): all parts must match.
+# DECODABLE formats go to tf.io.decode_image; the others are transcoded to PNG with OpenCV.
+DECODABLE = ("jpeg", "png", "gif", "bmp", "webp")
+SIGNATURES = (
+    ("jpeg", 3, ((0, b"\xff\xd8\xff"),)),
+    ("png", 8, ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ("gif", 6, ((0, b"GIF87a"),)),
+    ("gif", 6, ((0, b"GIF89a"),)),
+    ("bmp", 27, ((0, b"BM"),)),
+    ("webp", 12, ((0, b"RIFF"), (8, b"WEBP"))),
+    ("tiff", 4, ((0, b"II*\x00"),)),
+    ("tiff", 4, ((0, b"MM\x00*"),)),
+    ("jp2", 12, ((0, b"\x00\x00\x00\x0cjP  "),)),
+    ("jp2", 4, ((0, b"\xffO\xffQ"),)),
+    *(("pnm", 3, ((0, b"P" + digit.encode() + space),)) for digit in "123456" for space in (b" ", b"\t", b"\n", b"\r")),
+)
+
+# -- the disk cache --------------------------------------------------------------------
+# A body entry is CACHE_MAGIC | length (u64 LE) | crc32 (u32 LE) | body.
+CACHE_MAGIC = b"TFC1"
+CACHE_HEADER_FORMAT = "<4sQI"
+CACHE_HEADER_BYTES = 16
+# Failures remembered in the cache (``<entry>.fail``), so later epochs skip dead URLs.
+PERMANENT_REASONS = ("http_404", "http_410", errors.NOT_IMAGE)
+
+# -- calls -----------------------------------------------------------------------------
+GROUP_SIZE = 32  # URLs per fetch call (a group of the URL generator)
+
+# -- per-host adaptive concurrency (tfeed.fetching.limiter; the native op's limiter.cc) ------------
+# Each host's window of open requests starts small and doubles per round trip while the
+# host answers well ("slow start": +1 per success), then grows by about one per round trip.
+# Overload -- 429, 503, a refused or reset connection, a connect timeout -- cuts it
+# multiplicatively, at most once per window of requests; a latency well above the host's
+# floor cuts it gently.  After a cut, the window remembers the level that overloaded the
+# host and probes above it only after a quiet spell that doubles with each failed probe.
+INITIAL_WINDOW = 4            # a burst of 4 new connections fits a 5-deep accept queue
+MIN_WINDOW = 1
+OVERLOAD_DECREASE = 0.7       # window *= this on overload
+LATENCY_DECREASE = 0.9        # window *= this when latency > LATENCY_TOLERANCE * floor + LATENCY_SLACK_S
+LATENCY_TOLERANCE = 2.0
+SLOW_START_EXIT = 1.5         # slow start ends when latency > this * floor + LATENCY_SLACK_S
+VEGAS_ALPHA = 2.0             # grow while fewer requests than this seem to wait at the host
+VEGAS_BETA = 4.0              # shrink while more than this seem to wait
+LATENCY_SLACK_S = 0.002       # ignores sub-millisecond jitter on fast local servers
+LATENCY_SAMPLES = 64          # the floor is the minimum over the last 64-128 samples
+PROBE_QUIET_S = 10.0          # first quiet spell before probing above a known overload level
+MAX_PROBE_QUIET_S = 64.0
+OVERLOAD_STATUSES = (429, 503)
+PACE_RELAX = 0.995            # each success narrows a 429-paced host's gap by this factor
+# A host that answers nothing but overload is paused: Retry-After when given (capped at
+# MAX_PAUSE_S), else exponential backoff with equal jitter from the config's backoff.
+MAX_PAUSE_S = 300.0
+HOST_PATIENCE_S = 300.0       # default FetchConfig.host_patience
+# A URL shed more often than this while its host answered other requests in between is
+# no longer taken for its host's load: its next overload answers are ordinary retryable
+# failures (they spend its retries), so a URL that always answers 503 while its host
+# serves others still ends.  (A host that answers nothing but overload is bounded by
+# host_patience instead, and its URLs count as rate_limited.)
+SHEDS_PER_URL = 10
+# The limiter's constants, as the generated C++ header names them (kInitialWindow, ...).
+LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "OVERLOAD_DECREASE", "LATENCY_DECREASE", "LATENCY_TOLERANCE",
+                     "SLOW_START_EXIT", "VEGAS_ALPHA", "VEGAS_BETA", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
+                     "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX", "SHEDS_PER_URL")

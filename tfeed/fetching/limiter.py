@@ -1,0 +1,207 @@
+"""Per-host adaptive concurrency and pacing: how many requests one host gets, and when.
+
+The rules (constants in :mod:`tfeed.contract`; the native op's ``limiter.cc``
+implements the same state machine and is checked against this one):
+
+* **Window.** A host starts with ``INITIAL_WINDOW`` open requests (a burst of
+  new connections that fits the 5-deep accept queue of ``python -m
+  http.server``) and gains one per success ("slow start": the window doubles
+  per round trip), until the first sign of overload; then about one per round
+  trip.  ``cap`` (``FetchConfig.connections_per_host``) bounds it.
+* **Overload** (``503``, a refused or reset connection, a connect timeout):
+  the window becomes the smallest of ``OVERLOAD_DECREASE`` times itself, the
+  number of requests that were open before the overloaded one started, and
+  the most requests open at once among the successes since the last cut (what
+  a concurrency limiter let through), at most once per window of requests
+  (signals from requests started before the last cut are the same event).
+  The level that overloaded is remembered; the window probes above it only
+  after ``PROBE_QUIET_S`` without overload, a spell that doubles with each
+  failed probe (a failed probe returns to the known level, no deeper cut).
+* **Rate limits** (``429``): the host is paced: requests start at most one per
+  ``gap`` seconds; the first 429 sets the gap to the recent interval between
+  starts divided by ``OVERLOAD_DECREASE``, each later one (once per window)
+  widens it by the same factor, and every success narrows it by ``PACE_RELAX``.
+* **Latency.** Slow start ends when a latency passes ``SLOW_START_EXIT`` times
+  the host's floor (the minimum of the last 64-128 latencies) plus
+  ``LATENCY_SLACK_S``; from then on the window follows TCP Vegas: it grows
+  while fewer than ``VEGAS_ALPHA`` requests seem to wait at the host (window x
+  share of latency above the floor) and shrinks above ``VEGAS_BETA``.  A
+  latency above ``LATENCY_TOLERANCE`` times the floor cuts it by
+  ``LATENCY_DECREASE`` (once per window).  So a server that queues requests
+  (one process behind a GIL, as ``python -m http.server``) keeps a window of
+  about 4, where it is fastest, while one that answers in constant time lets
+  the window grow to its cap.
+* **Pauses.** ``Retry-After`` pauses the host's whole queue (capped at
+  ``MAX_PAUSE_S``).  Overload at the minimum window without ``Retry-After``
+  pauses it for an exponential backoff with equal jitter.
+* **Patience.** A host that has answered only with overload for longer than
+  ``patience`` seconds since its last success is given up: its URLs count as
+  ``rate_limited``.
+
+An overloaded request is not a failed one: the engine puts its URL back in
+the host's queue without spending its retry budget.  All times are seconds of
+a monotonic clock, passed in by the caller, so the state machine runs the
+same in tests, in the Python engine and in the C++ one.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+from tfeed import contract
+
+
+class HostLimiter:
+    """The window, pace and pause of one host.  Not thread-safe: one event loop drives it."""
+
+    def __init__(self, cap: int, *, backoff: float = 0.25, max_backoff: float = 8.0,
+                 patience: float = contract.HOST_PATIENCE_S, rng: Optional[random.Random] = None,
+                 adaptive: bool = True):
+        self.cap = max(1, int(cap))
+        self.adaptive = adaptive  # False: a fixed window of ``cap``, signals only counted
+        self.window = float(min(contract.INITIAL_WINDOW, self.cap) if adaptive else self.cap)
+        self.min_gap = 0.0  # a fixed pace (FetchConfig.max_requests_per_second_per_host)
+        self.in_flight = 0
+        self.slow_start = True
+        self.ceiling: Optional[float] = None  # the window that last overloaded the host
+        self.gap = 0.0  # seconds between request starts (0: unpaced)
+        self.paused_until = 0.0
+        self.throttles = 0  # overload answers, in all
+        self._backoff, self._max_backoff, self._patience = backoff, max_backoff, patience
+        self._rng = rng or random.Random()
+        self._seq = 0  # requests started
+        self._cut_seq = 0  # requests started before the last cut
+        self._probe_quiet = contract.PROBE_QUIET_S
+        self._probe_at = 0.0
+        self._next_start = 0.0
+        self._start_interval = 0.0  # moving average of the interval between starts
+        self._last_start: Optional[float] = None
+        self._floors = [float("inf"), float("inf")]  # latency minimum of this and the last sample block
+        self._samples = 0
+        self._streak = 0  # overloads since the last success
+        self._unanswered_since: Optional[float] = None  # first overload since the last success
+        self._served_level = 0  # most requests open at once among recent successes (position + 1)
+
+    # -- admission --------------------------------------------------------------
+    def can_start(self, now: float) -> bool:
+        """Whether a request may start now (window, pace and pause allow it)."""
+        return self.in_flight < int(self.window) and now >= self.paused_until and now >= self._next_start
+
+    def ready_at(self, now: float) -> float:
+        """When the pace or a pause next allows a start (``now`` if already)."""
+        return max(now, self.paused_until, self._next_start)
+
+    def start(self, now: float) -> tuple:
+        """Record a started request; returns its ticket ``(sequence, requests open before it)``."""
+        self._seq += 1
+        position = self.in_flight
+        self.in_flight += 1
+        if self._last_start is not None:
+            self._start_interval = 0.9 * self._start_interval + 0.1 * (now - self._last_start)
+        self._last_start = now
+        self._next_start = now + max(self.gap, self.min_gap)
+        return self._seq, position
+
+    # -- outcomes ------------------------------------------------------------------
+    def succeeded(self, ticket: tuple, latency: float, now: float) -> None:
+        """A response that was not overload (an image, or a 404 alike), ``latency`` seconds after its start."""
+        seq, position = ticket
+        self.in_flight -= 1
+        self._streak, self._unanswered_since = 0, None
+        self._served_level = max(self._served_level, position + 1)
+        if not self.adaptive:
+            return
+        floor = self._add_latency(latency)
+        if self.gap > 0:
+            self.gap *= contract.PACE_RELAX
+        if seq <= self._cut_seq:  # started before the last cut: says nothing of the new window
+            return
+        if latency > contract.LATENCY_TOLERANCE * floor + contract.LATENCY_SLACK_S:
+            self._cut(self.window * contract.LATENCY_DECREASE, now)
+        elif self.slow_start and latency > contract.SLOW_START_EXIT * floor + contract.LATENCY_SLACK_S:
+            self.slow_start = False  # requests begin to queue at the host: grow carefully from here
+        elif self.slow_start:
+            self.window = min(self.cap, self.window + 1)
+        else:
+            self._avoid_congestion(self.window * (1 - floor / latency) if latency > 0 else 0.0, now)
+
+    def finished(self, ticket: tuple) -> None:
+        """A request that ended without telling anything of the host's load (a DNS error, a cancel)."""
+        del ticket
+        self.in_flight -= 1
+
+    def overloaded(self, ticket: tuple, now: float, *, status: int = 0,
+                   retry_after: Optional[float] = None) -> None:
+        """A 429 / 503 (``status``), or a refused, reset or timed-out connection (``status`` 0)."""
+        seq, position = ticket
+        self.in_flight -= 1
+        self.throttles += 1
+        self._streak += 1
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        if not self.adaptive:
+            return
+        fresh = seq > self._cut_seq
+        if status == 429 and fresh:
+            self.gap = self.gap / contract.OVERLOAD_DECREASE if self.gap > 0 else \
+                max(self._start_interval, 1e-4) / contract.OVERLOAD_DECREASE
+            self._next_start = max(self._next_start, now + self.gap)
+        elif fresh:
+            served = self._served_level or self.window
+            self._cut(min(self.window * contract.OVERLOAD_DECREASE, max(position, contract.MIN_WINDOW), served), now,
+                      overload=True)
+            self._served_level = 0
+        if retry_after is not None:
+            self._pause(now + min(retry_after, contract.MAX_PAUSE_S))
+        elif self.window <= contract.MIN_WINDOW and self._streak > 1:
+            ceiling = min(self._max_backoff, self._backoff * 2 ** (self._streak - 2))
+            fixed = ceiling * contract.BACKOFF_FIXED_SHARE
+            self._pause(now + fixed + self._rng.uniform(0, ceiling - fixed))
+        if fresh:
+            self._cut_seq = self._seq
+
+    def given_up(self, now: float) -> bool:
+        """Whether the host has answered only with overload for longer than its patience."""
+        return self._unanswered_since is not None and now - self._unanswered_since > self._patience
+
+    # -- internals --------------------------------------------------------------------
+    def _avoid_congestion(self, queued: float, now: float) -> None:
+        """Vegas: ``queued`` estimates the requests waiting at the host (window
+        times the share of latency above the floor); grow by about one per
+        round trip while it stays under ``VEGAS_ALPHA``, shrink as gently above
+        ``VEGAS_BETA``; above a level that overloaded, grow only when a probe is due."""
+        if queued > contract.VEGAS_BETA:
+            self.window = max(float(contract.MIN_WINDOW), self.window - 1 / self.window)
+        elif queued < contract.VEGAS_ALPHA and (
+                self.ceiling is None or self.window + 1 <= self.ceiling or now >= self._probe_at):
+            self.window = min(self.cap, self.window + 1 / self.window)
+
+    def _cut(self, target: float, now: float, overload: bool = False) -> None:
+        probing = self.ceiling is not None and self.window > self.ceiling
+        if overload and probing:  # the probe failed: back to the known level, probe later
+            self._probe_quiet = min(2 * self._probe_quiet, contract.MAX_PROBE_QUIET_S)
+            target = max(self.ceiling, contract.MIN_WINDOW)
+        elif overload:
+            self.ceiling = max(target, contract.MIN_WINDOW)
+        self.window = max(float(contract.MIN_WINDOW), target)
+        self.slow_start = False
+        self._probe_at = now + self._probe_quiet
+        self._cut_seq = self._seq
+
+    def _pause(self, until: float) -> None:
+        self.paused_until = max(self.paused_until, until)
+
+    def _add_latency(self, latency: float) -> float:
+        self._floors[0] = min(self._floors[0], latency)
+        self._samples += 1
+        if self._samples >= contract.LATENCY_SAMPLES:
+            self._floors = [latency, self._floors[0]]
+            self._samples = 0
+        return min(self._floors)
+
+    def snapshot(self, now: float) -> dict:
+        """The host's state for :meth:`tfeed.Stats.hosts`."""
+        return {"window": round(self.window, 1), "in_flight": self.in_flight, "throttles": self.throttles,
+                "paced_rps": round(1 / self.gap, 1) if self.gap > 0 else None,
+                "paused_s": round(max(0.0, self.paused_until - now), 2)}

@@ -1,0 +1,228 @@
+"""Download one URL: attempts, retries, timeouts, size cap and sniffing.
+
+:func:`download` is a coroutine that never raises for a bad URL: it returns a
+:class:`Outcome` whose ``failure`` names the reason.  Run it on an event loop
+with an :class:`aiohttp.ClientSession` (see :mod:`tfeed.fetching.python.engine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import os
+import random
+import socket
+import time
+import urllib.parse
+from typing import Optional
+
+import aiohttp
+
+from tfeed import contract, errors
+from tfeed.fetching import sniff
+from tfeed.config import FetchConfig
+
+_CHUNK = 1 << 16
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Result of one URL: ``body`` (image bytes a graph decoder can read) or
+    ``failure``; ``attempts`` tries were made (1 = no retry)."""
+
+    body: Optional[bytes] = None
+    failure: Optional[errors.Failure] = None
+    attempts: int = 1
+    overload: Optional["Overload"] = None  # set instead of body/failure when the host said it is overloaded
+    latency: float = 0.0  # seconds of the last attempt (request to response end)
+
+
+@dataclasses.dataclass(frozen=True)
+class Overload:
+    """The host is overloaded: ``status`` 429 or 503, or 0 for a refused, reset
+    or timed-out connection; ``retry_after`` seconds if the host said so."""
+
+    status: int
+    retry_after: Optional[float]
+    detail: str
+
+
+@dataclasses.dataclass
+class _Attempt:
+    body: Optional[bytes] = None
+    reason: Optional[str] = None
+    detail: str = ""
+    retryable: bool = False
+    retry_after: Optional[float] = None
+    overload_status: Optional[int] = None  # 429/503, or 0 for a refused/reset/timed-out connection
+
+
+def backoff_delay(attempt: int, config: FetchConfig, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): exponential,
+    capped at ``max_backoff``, with "equal jitter" (half fixed, half random)."""
+    ceiling = contract.backoff_ceiling(attempt, config.backoff, config.max_backoff)
+    fixed = ceiling * contract.BACKOFF_FIXED_SHARE
+    return fixed + rng.uniform(0, ceiling - fixed)
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig,
+                   rng: random.Random, *, stop_on_overload: bool = False) -> Outcome:
+    """Fetch ``url`` within ``config.deadline`` seconds, retrying what is
+    retryable, and check that the body is an image.
+
+    ``stop_on_overload``: an attempt that finds the host overloaded (429,
+    503, a refused, reset or timed-out connection) ends the call with
+    ``Outcome.overload`` instead of being retried: the caller's host limiter
+    decides when the URL goes again.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme in ("http", "https") and scheme in config.schemes:
+        fetch = _fetch_http(session, url, config, rng, stop_on_overload)
+    elif scheme in ("", "file") and "file" in config.schemes:
+        fetch = _read_local(url, config)
+    elif scheme and scheme in config.schemes:
+        fetch = _read_gfile(url, config)
+    else:
+        allowed = ", ".join(config.schemes)
+        return Outcome(failure=errors.Failure(url, errors.INVALID_URL, f"scheme not in ({allowed})"))
+    try:
+        outcome = await asyncio.wait_for(fetch, config.deadline)
+    except (TimeoutError, asyncio.TimeoutError):
+        return Outcome(failure=errors.Failure(url, errors.TIMEOUT, f"deadline of {config.deadline}s passed"))
+    if outcome.body is not None:
+        outcome = await _check_image(url, outcome)
+    return outcome
+
+
+async def _fetch_http(session, url, config, rng, stop_on_overload) -> Outcome:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.deadline
+    attempts = 0
+    while True:
+        attempts += 1
+        began = loop.time()
+        attempt = await _attempt_http(session, url, config)
+        latency = loop.time() - began
+        if attempt.body is not None:
+            return Outcome(body=attempt.body, attempts=attempts, latency=latency)
+        if stop_on_overload and attempt.overload_status is not None:
+            overload = Overload(attempt.overload_status, attempt.retry_after, attempt.detail)
+            return Outcome(overload=overload, attempts=attempts, latency=latency)
+        failure = errors.Failure(url, attempt.reason, attempt.detail)
+        if not attempt.retryable or attempts > config.retries:
+            return Outcome(failure=failure, attempts=attempts, latency=latency)
+        delay = backoff_delay(attempts, config, rng)
+        if attempt.retry_after is not None:
+            delay = max(delay, attempt.retry_after)
+        if loop.time() + delay >= deadline:
+            return Outcome(failure=failure, attempts=attempts)
+        await asyncio.sleep(delay)
+
+
+async def _attempt_http(session, url, config) -> _Attempt:
+    timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout,
+                                    sock_connect=config.connect_timeout, sock_read=config.read_timeout)
+    try:
+        async with session.get(url, timeout=timeout, max_redirects=config.max_redirects) as response:
+            if response.status >= 400:
+                status = response.status
+                retryable = contract.is_retryable_status(status)
+                return _Attempt(reason=errors.http_reason(status), detail=f"HTTP {status} {response.reason}",
+                                retryable=retryable,
+                                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                                overload_status=status if status in contract.OVERLOAD_STATUSES else None)
+            return await _read_body(response, config)
+    except aiohttp.ClientConnectorCertificateError as exc:  # also a ValueError: before invalid_url
+        return _Attempt(reason=errors.TLS, detail=str(exc))
+    except aiohttp.ClientConnectorSSLError as exc:
+        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
+    except aiohttp.TooManyRedirects:
+        return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
+        return _Attempt(reason=errors.INVALID_URL, detail=str(exc) or type(exc).__name__)
+    except aiohttp.ClientConnectorDNSError as exc:
+        return _Attempt(reason=errors.DNS, detail=str(exc), retryable=True)
+    except aiohttp.ClientConnectorError as exc:
+        reason = errors.DNS if isinstance(exc.os_error, socket.gaierror) else errors.CONNECTION
+        refused = isinstance(exc.os_error, (ConnectionRefusedError, ConnectionResetError))
+        return _Attempt(reason=reason, detail=str(exc), retryable=True, overload_status=0 if refused else None)
+    except aiohttp.ServerDisconnectedError as exc:  # reset or closed before the response: the host shed us
+        return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True,
+                        overload_status=0)
+    except aiohttp.ConnectionTimeoutError as exc:
+        return _Attempt(reason=errors.TIMEOUT, detail=str(exc) or "no connection within connect_timeout",
+                        retryable=True, overload_status=0)
+    except aiohttp.ClientPayloadError as exc:
+        return _Attempt(reason=errors.TRUNCATED, detail=str(exc), retryable=True)
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        return _Attempt(reason=errors.TIMEOUT, detail=str(exc) or "no data within read_timeout", retryable=True)
+    except (aiohttp.ClientError, OSError) as exc:
+        return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True)
+
+
+async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _Attempt:
+    length = response.content_length
+    if length is not None and length > config.max_bytes:
+        return _Attempt(reason=errors.TOO_LARGE, detail=f"Content-Length {length} > max_bytes {config.max_bytes}")
+    if length is not None and "Content-Encoding" not in response.headers:
+        return _Attempt(body=await response.read())
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > config.max_bytes:
+            return _Attempt(reason=errors.TOO_LARGE, detail=f"body exceeds max_bytes {config.max_bytes}")
+        chunks.append(chunk)
+    return _Attempt(body=b"".join(chunks))
+
+
+async def _read_local(url: str, config: FetchConfig) -> Outcome:
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
+    return await asyncio.get_running_loop().run_in_executor(None, _read_file, url, path, open, os.path.getsize, config)
+
+
+async def _read_gfile(url: str, config: FetchConfig) -> Outcome:
+    import tensorflow as tf
+
+    return await asyncio.get_running_loop().run_in_executor(
+        None, _read_file, url, url, tf.io.gfile.GFile, lambda p: tf.io.gfile.stat(p).length, config)
+
+
+def _read_file(url, path, opener, size_of, config) -> Outcome:
+    try:
+        size = size_of(path)
+        if size > config.max_bytes:
+            return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"{size} bytes > max_bytes {config.max_bytes}"))
+        with opener(path, "rb") as handle:
+            return Outcome(body=handle.read())
+    except Exception as exc:  # noqa: BLE001 - any storage error is a counted read_error
+        return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+async def _check_image(url: str, outcome: Outcome) -> Outcome:
+    kind = sniff.sniff(outcome.body)
+    if kind in sniff.TF_FORMATS:
+        return outcome
+    if kind is not None:
+        png = await asyncio.get_running_loop().run_in_executor(None, sniff.transcode_to_png, outcome.body)
+        if png is not None:
+            return Outcome(body=png, attempts=outcome.attempts)
+        return Outcome(failure=errors.Failure(url, errors.DECODE_ERROR, f"OpenCV could not read {kind}"),
+                       attempts=outcome.attempts)
+    head = bytes(outcome.body[:24])
+    return Outcome(failure=errors.Failure(url, errors.NOT_IMAGE, f"body starts with {head!r}"),
+                   attempts=outcome.attempts)

@@ -1,0 +1,131 @@
+// The state machine of tfeed/fetching/limiter.py, step for step.
+
+#include "limiter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "contract.h"
+
+namespace tfeed {
+namespace fetch {
+namespace {
+namespace c = ::tfeed::contract;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+}  // namespace
+
+HostLimiter::HostLimiter(int64_t cap, double backoff, double max_backoff, double patience, bool adaptive)
+    : cap_(std::max<int64_t>(1, cap)),
+      adaptive_(adaptive),
+      window_(adaptive ? std::min<double>(c::kInitialWindow, cap_) : cap_),
+      backoff_(backoff),
+      max_backoff_(max_backoff),
+      patience_(patience),
+      probe_quiet_(c::kProbeQuietS),
+      floors_{kInf, kInf} {}
+
+bool HostLimiter::CanStart(double now) const {
+  return in_flight_ < static_cast<int64_t>(window_) && now >= paused_until_ && now >= next_start_;
+}
+
+double HostLimiter::ReadyAt(double now) const { return std::max({now, paused_until_, next_start_}); }
+
+LimiterTicket HostLimiter::Start(double now) {
+  LimiterTicket ticket{++seq_, in_flight_};
+  ++in_flight_;
+  if (started_any_) start_interval_ = 0.9 * start_interval_ + 0.1 * (now - last_start_);
+  started_any_ = true;
+  last_start_ = now;
+  next_start_ = now + std::max(gap_, min_gap_);
+  return ticket;
+}
+
+void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double now) {
+  --in_flight_;
+  streak_ = 0;
+  unanswered_ = false;
+  served_level_ = std::max(served_level_, ticket.position + 1);
+  if (!adaptive_) return;
+  const double floor = AddLatency(latency);
+  if (gap_ > 0) gap_ *= c::kPaceRelax;
+  if (ticket.seq <= cut_seq_) return;  // started before the last cut
+  if (latency > c::kLatencyTolerance * floor + c::kLatencySlackS) {
+    Cut(window_ * c::kLatencyDecrease, now, false);
+  } else if (slow_start_ && latency > c::kSlowStartExit * floor + c::kLatencySlackS) {
+    slow_start_ = false;
+  } else if (slow_start_) {
+    window_ = std::min<double>(cap_, window_ + 1);
+  } else {
+    AvoidCongestion(latency > 0 ? window_ * (1 - floor / latency) : 0.0, now);
+  }
+}
+
+void HostLimiter::Finished(const LimiterTicket&) { --in_flight_; }
+
+void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long status, double retry_after,
+                             std::mt19937_64& rng) {
+  --in_flight_;
+  ++throttles_;
+  ++streak_;
+  if (!unanswered_) unanswered_ = true, unanswered_since_ = now;
+  if (!adaptive_) return;
+  const bool fresh = ticket.seq > cut_seq_;
+  if (status == 429 && fresh) {
+    gap_ = gap_ > 0 ? gap_ / c::kOverloadDecrease : std::max(start_interval_, 1e-4) / c::kOverloadDecrease;
+    next_start_ = std::max(next_start_, now + gap_);
+  } else if (fresh) {
+    const double served = served_level_ > 0 ? static_cast<double>(served_level_) : window_;
+    const double position = std::max<double>(static_cast<double>(ticket.position), c::kMinWindow);
+    Cut(std::min({window_ * c::kOverloadDecrease, position, served}), now, true);
+    served_level_ = 0;
+  }
+  if (retry_after >= 0) {
+    Pause(now + std::min<double>(retry_after, c::kMaxPauseS));
+  } else if (window_ <= c::kMinWindow && streak_ > 1) {
+    const double ceiling = std::min(max_backoff_, backoff_ * std::ldexp(1.0, static_cast<int>(streak_) - 2));
+    const double fixed = ceiling * c::kBackoffFixedShare;
+    Pause(now + fixed + std::uniform_real_distribution<double>(0, ceiling - fixed)(rng));
+  }
+  if (fresh) cut_seq_ = seq_;
+}
+
+bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
+
+void HostLimiter::AvoidCongestion(double queued, double now) {
+  if (queued > c::kVegasBeta) {
+    window_ = std::max<double>(c::kMinWindow, window_ - 1 / window_);
+  } else if (queued < c::kVegasAlpha && (!has_ceiling_ || window_ + 1 <= ceiling_ || now >= probe_at_)) {
+    window_ = std::min<double>(cap_, window_ + 1 / window_);
+  }
+}
+
+void HostLimiter::Cut(double target, double now, bool overload) {
+  const bool probing = has_ceiling_ && window_ > ceiling_;
+  if (overload && probing) {  // the probe failed: back to the known level, probe later
+    probe_quiet_ = std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS);
+    target = std::max<double>(ceiling_, c::kMinWindow);
+  } else if (overload) {
+    ceiling_ = std::max<double>(target, c::kMinWindow);
+    has_ceiling_ = true;
+  }
+  window_ = std::max<double>(c::kMinWindow, target);
+  slow_start_ = false;
+  probe_at_ = now + probe_quiet_;
+  cut_seq_ = seq_;
+}
+
+void HostLimiter::Pause(double until) { paused_until_ = std::max(paused_until_, until); }
+
+double HostLimiter::AddLatency(double latency) {
+  floors_[0] = std::min(floors_[0], latency);
+  if (++samples_ >= c::kLatencySamples) {
+    floors_[1] = floors_[0];
+    floors_[0] = latency;
+    samples_ = 0;
+  }
+  return std::min(floors_[0], floors_[1]);
+}
+
+}  // namespace fetch
+}  // namespace tfeed

@@ -1,0 +1,67 @@
+// One host's adaptive window, pace and pause: the C++ twin of
+// tfeed/fetching/limiter.py (the rules and their reasons are documented
+// there; the constants come from tfeed/contract.py through contract.h).
+// tests/test_limiter_conformance.py replays the same event traces through
+// both and compares every state.  Pure: no libcurl, no TensorFlow.  Times
+// are seconds of a monotonic clock, passed in.
+
+#ifndef TFEED_KERNELS_FETCH_LIMITER_H_
+#define TFEED_KERNELS_FETCH_LIMITER_H_
+
+#include <cstdint>
+#include <random>
+
+namespace tfeed {
+namespace fetch {
+
+struct LimiterTicket {
+  int64_t seq = 0;       // the request's number among the host's starts
+  int64_t position = 0;  // requests open when it started
+};
+
+class HostLimiter {
+ public:
+  HostLimiter(int64_t cap, double backoff, double max_backoff, double patience, bool adaptive);
+
+  bool CanStart(double now) const;
+  double ReadyAt(double now) const;  // when the pace or a pause next allows a start
+  LimiterTicket Start(double now);
+  void Succeeded(const LimiterTicket& ticket, double latency, double now);
+  void Finished(const LimiterTicket& ticket);  // ended without news of the host's load
+  // status 429 or 503, or 0 for a refused, reset or timed-out connection; retry_after < 0: none.
+  void Overloaded(const LimiterTicket& ticket, double now, long status, double retry_after, std::mt19937_64& rng);
+  bool GivenUp(double now) const;
+
+  double window() const { return window_; }
+  double gap() const { return gap_; }
+  double paused_until() const { return paused_until_; }
+  int64_t in_flight() const { return in_flight_; }
+  int64_t throttles() const { return throttles_; }
+  void set_min_gap(double seconds) { min_gap_ = seconds; }
+
+ private:
+  void AvoidCongestion(double queued, double now);
+  void Cut(double target, double now, bool overload);
+  void Pause(double until);
+  double AddLatency(double latency);
+
+  int64_t cap_;
+  bool adaptive_;
+  double window_, min_gap_ = 0, gap_ = 0, paused_until_ = 0;
+  int64_t in_flight_ = 0, throttles_ = 0;
+  bool slow_start_ = true, has_ceiling_ = false;
+  double ceiling_ = 0;
+  double backoff_, max_backoff_, patience_;
+  int64_t seq_ = 0, cut_seq_ = 0;
+  double probe_quiet_, probe_at_ = 0, next_start_ = 0, start_interval_ = 0, last_start_ = 0;
+  bool started_any_ = false;
+  double floors_[2];
+  int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
+  bool unanswered_ = false;
+  double unanswered_since_ = 0;
+};
+
+}  // namespace fetch
+}  // namespace tfeed
+
+#endif  // TFEED_KERNELS_FETCH_LIMITER_H_

@@ -1,0 +1,89 @@
+#include "local_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include "contract.h"
+#include "sniff.h"
+
+namespace tfeed {
+namespace fetch {
+
+namespace c = ::tfeed::contract;
+
+std::string SchemeOf(const std::string& url) {
+  if (url.find("://") == std::string::npos) return "";
+  size_t colon = url.find(':');
+  if (colon == 0 || !std::isalpha(static_cast<unsigned char>(url[0]))) return "";
+  std::string scheme;
+  for (size_t i = 0; i < colon; ++i) {
+    char ch = url[i];
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '+' && ch != '-' && ch != '.') return "";
+    scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  return scheme;
+}
+
+std::string LocalPath(const std::string& url) {
+  if (url.compare(0, 5, "file:") != 0) return url;
+  std::string rest = url.substr(5);
+  if (rest.compare(0, 2, "//") == 0) {
+    size_t slash = rest.find('/', 2);
+    rest = slash == std::string::npos ? "" : rest.substr(slash);
+  }
+  rest = rest.substr(0, rest.find_first_of("?#"));
+  std::string path;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    if (rest[i] == '%' && i + 2 < rest.size() && std::isxdigit(static_cast<unsigned char>(rest[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(rest[i + 2]))) {
+      path += static_cast<char>(std::stoi(rest.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      path += rest[i];
+    }
+  }
+  return path;
+}
+
+size_t ReadUpTo(int fd, char* out, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t r = read(fd, out + got, size - got);
+    if (r <= 0) break;
+    got += r;
+  }
+  return got;
+}
+
+Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstring* body) {
+  Verdict v;
+  std::string path = LocalPath(url);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int err = fd < 0 ? errno : (S_ISREG(st.st_mode) ? errno : EISDIR);
+    if (fd >= 0) close(fd);
+    v.reason = c::kReadError;
+    v.detail = path + ": " + std::strerror(err);
+    return v;
+  }
+  if (st.st_size > opt.max_bytes) {
+    close(fd);
+    v.reason = c::kTooLarge;
+    v.detail = std::to_string(st.st_size) + " bytes > max_bytes " + std::to_string(opt.max_bytes);
+    return v;
+  }
+  body->resize_uninitialized(st.st_size);
+  const size_t got = ReadUpTo(fd, body->mdata(), st.st_size);
+  close(fd);
+  body->resize_uninitialized(got);
+  return CheckImage(body->data(), body->size(), opt.pass_transcodable);
+}
+
+}  // namespace fetch
+}  // namespace tfeed

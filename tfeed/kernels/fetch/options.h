@@ -1,0 +1,31 @@
+// The settings of one fetch kernel (one tfeed.FetchConfig), read from its attributes.
+
+#ifndef TFEED_KERNELS_FETCH_OPTIONS_H_
+#define TFEED_KERNELS_FETCH_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tfeed {
+namespace fetch {
+
+struct Options {
+  double connect_timeout, read_timeout, deadline, backoff, max_backoff, dns_cache_ttl;
+  int64_t retries, max_redirects, max_bytes, max_in_flight, connections_per_host;
+  bool http = false, https = false, file = false, trust_env = false, pass_transcodable = false;
+  bool verify_tls = true;
+  std::string ca_file;  // "": the system's CAs
+  std::vector<std::string> schemes;
+  std::string user_agent, protocols;
+  std::string cache_dir;  // "": no cache
+  double remember_failures_s = 0;
+  bool adaptive = true;        // per-host adaptive windows (hosts.h); false: fixed windows
+  double host_patience = 300;  // seconds of nothing but overload before a host's URLs are given up
+  double max_rps_per_host = 0;  // a fixed pace per host; 0: none
+};
+
+}  // namespace fetch
+}  // namespace tfeed
+
+#endif  // TFEED_KERNELS_FETCH_OPTIONS_H_
