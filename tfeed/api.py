@@ -115,7 +115,7 @@ def image_dataset_from_urls(
         bytes across epochs, runs and processes; permanent failures (404, 410,
         not_image) are remembered for a day so dead URLs are not retried.
       resume_from: a :class:`tfeed.Position` or a path saved by
-        ``tfeed.app.callbacks.SavePosition``: the first epoch continues where that
+        ``tfeed.callbacks.SavePosition``: the first epoch continues where that
         run stopped, skipping the URLs it had consumed.  Needs the same source,
         seed and split/shard settings.
       progress: show a tqdm progress bar per epoch (stderr).

@@ -53,7 +53,7 @@ def run(num_images: int = 2000, image_size: int = 64, epochs: int = 10, latency:
         ])
         model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
         history = model.fit(train, validation_data=val, epochs=epochs, verbose=2,
-                            callbacks=[tfeed.app.callbacks.FetchStats(train)])
+                            callbacks=[tfeed.callbacks.FetchStats(train)])
         accuracy = float(history.history["val_accuracy"][-1])
     stats = train.stats.snapshot()
     print(f"validation accuracy after {epochs} epochs: {accuracy:.3f}", file=out)

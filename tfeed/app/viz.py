@@ -5,9 +5,9 @@ Every function returns a :class:`matplotlib.figure.Figure` built without
 in a notebook (the figure displays inline), a script and the ``tfeed`` command::
 
     ds = tfeed.image_dataset_from_urls("urls.csv", image_size=(128, 128))
-    tfeed.app.viz.show_batch(ds)                  # first batch, titled with class names
-    tfeed.app.viz.save_grid(ds, "grid.png")
-    tfeed.app.viz.failure_gallery(ds.stats)       # failures by reason + the failed URLs
+    tfeed.viz.show_batch(ds)                  # first batch, titled with class names
+    tfeed.viz.save_grid(ds, "grid.png")
+    tfeed.viz.failure_gallery(ds.stats)       # failures by reason + the failed URLs
 
 Images may be uint8, float 0-255 (tfeed's output), float 0-1, or normalized
 (mean/std): each is mapped to the displayable range.  Needs matplotlib

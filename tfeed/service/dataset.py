@@ -83,7 +83,10 @@ def service_datasets(plan: Plan) -> tuple:
         name = selection.subset
         urls, indices, invalid = read_selection(plan.factory, selection, plan.label_index)
         stats = Stats()
-        worker_settings = dict(fetch_config=plan.fetch_config, image_size=plan.image_size, shuffle=plan.shuffle,
+        # Workers keep fixed windows: with adaptive ones a worker was seen to stop delivering
+        # mid-epoch (the URLs counted lost), a fault not yet found; local pipelines adapt.
+        worker_settings = dict(fetch_config=plan.fetch_config.replace(adaptive=False), image_size=plan.image_size,
+                               shuffle=plan.shuffle,
                                interpolation=plan.interpolation, crop_to_aspect_ratio=plan.crop_to_aspect_ratio,
                                pad_to_aspect_ratio=plan.pad_to_aspect_ratio,
                                num_parallel_calls=plan.num_parallel_calls, ops=ops)
