@@ -80,10 +80,9 @@ INITIAL_WINDOW = 4            # a burst of 4 new connections fits a 5-deep accep
 MIN_WINDOW = 1
 OVERLOAD_DECREASE = 0.7       # window *= this on overload
 LATENCY_DECREASE = 0.9        # window *= this when latency > LATENCY_TOLERANCE * floor + LATENCY_SLACK_S
-LATENCY_TOLERANCE = 2.0
-SLOW_START_EXIT = 1.5         # slow start ends when latency > this * floor + LATENCY_SLACK_S
-VEGAS_ALPHA = 2.0             # grow while fewer requests than this seem to wait at the host
-VEGAS_BETA = 4.0              # shrink while more than this seem to wait
+LATENCY_TOLERANCE = 4.0
+SLOW_START_EXIT = 3.0         # the window grows only while smoothed latency <= this * floor + LATENCY_SLACK_S
+LATENCY_SMOOTHING = 0.1       # weight of a new latency in the moving average the rules read
 LATENCY_SLACK_S = 0.002       # ignores sub-millisecond jitter on fast local servers
 LATENCY_SAMPLES = 64          # the floor is the minimum over the last 64-128 samples
 PROBE_QUIET_S = 10.0          # first quiet spell before probing above a known overload level
@@ -102,5 +101,5 @@ HOST_PATIENCE_S = 300.0       # default FetchConfig.host_patience
 SHEDS_PER_URL = 10
 # The limiter's constants, as the generated C++ header names them (kInitialWindow, ...).
 LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "OVERLOAD_DECREASE", "LATENCY_DECREASE", "LATENCY_TOLERANCE",
-                     "SLOW_START_EXIT", "VEGAS_ALPHA", "VEGAS_BETA", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
+                     "SLOW_START_EXIT", "LATENCY_SMOOTHING", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
                      "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX", "SHEDS_PER_URL")

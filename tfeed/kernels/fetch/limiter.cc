@@ -48,16 +48,18 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   served_level_ = std::max(served_level_, ticket.position + 1);
   if (!adaptive_) return;
   const double floor = AddLatency(latency);
+  smooth_ = has_smooth_ ? (1 - c::kLatencySmoothing) * smooth_ + c::kLatencySmoothing * latency : latency;
+  has_smooth_ = true;
   if (gap_ > 0) gap_ *= c::kPaceRelax;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
-  if (latency > c::kLatencyTolerance * floor + c::kLatencySlackS) {
+  if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
     Cut(window_ * c::kLatencyDecrease, now, false);
-  } else if (slow_start_ && latency > c::kSlowStartExit * floor + c::kLatencySlackS) {
-    slow_start_ = false;
+  } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
+    slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
     window_ = std::min<double>(cap_, window_ + 1);
-  } else {
-    AvoidCongestion(latency > 0 ? window_ * (1 - floor / latency) : 0.0, now);
+  } else if (!has_ceiling_ || window_ + 1 <= ceiling_ || now >= probe_at_) {
+    window_ = std::min<double>(cap_, window_ + 1 / window_);
   }
 }
 
@@ -91,14 +93,6 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
 }
 
 bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
-
-void HostLimiter::AvoidCongestion(double queued, double now) {
-  if (queued > c::kVegasBeta) {
-    window_ = std::max<double>(c::kMinWindow, window_ - 1 / window_);
-  } else if (queued < c::kVegasAlpha && (!has_ceiling_ || window_ + 1 <= ceiling_ || now >= probe_at_)) {
-    window_ = std::min<double>(cap_, window_ + 1 / window_);
-  }
-}
 
 void HostLimiter::Cut(double target, double now, bool overload) {
   const bool probing = has_ceiling_ && window_ > ceiling_;

@@ -40,7 +40,6 @@ class HostLimiter {
   void set_min_gap(double seconds) { min_gap_ = seconds; }
 
  private:
-  void AvoidCongestion(double queued, double now);
   void Cut(double target, double now, bool overload);
   void Pause(double until);
   double AddLatency(double latency);
@@ -49,7 +48,8 @@ class HostLimiter {
   bool adaptive_;
   double window_, min_gap_ = 0, gap_ = 0, paused_until_ = 0;
   int64_t in_flight_ = 0, throttles_ = 0;
-  bool slow_start_ = true, has_ceiling_ = false;
+  bool slow_start_ = true, has_ceiling_ = false, has_smooth_ = false;
+  double smooth_ = 0;  // moving average of latencies
   double ceiling_ = 0;
   double backoff_, max_backoff_, patience_;
   int64_t seq_ = 0, cut_seq_ = 0;
