@@ -38,7 +38,7 @@ def test_a_host_that_queues_requests_keeps_a_small_window():
     now = 0.0
     for _ in range(200):
         now += 0.001 * round_trip(host, now, 0.001, serial=True)
-    assert 2 <= host.window <= 8
+    assert 2 <= host.window <= 16  # far below the cap of 256: the server only queues what it gets
 
 
 def test_overload_cuts_to_what_the_host_let_through_once_per_window():
