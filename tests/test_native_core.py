@@ -11,35 +11,20 @@ import pytest
 import tensorflow as tf
 
 from tfeed import kernels
-from tfeed.kernels import build as native_build
 
 
-@pytest.fixture(scope="module")
-def core():
-    """The core op library (no libcurl needed); skipped only when there is no compiler."""
-    try:
-        native_build.build(library="core")
-    except native_build.BuildError as exc:
-        if exc.missing is not None:
-            pytest.skip(f"core kernels cannot be built here: {exc}")
-        raise
-    module = kernels.load_core()
-    assert module is not None
-    return module
-
-
-def test_each_op_lives_in_exactly_one_library(ops, core):
+def test_each_op_lives_in_exactly_one_library(ops, core_ops):
     def names(module):
         return {n for n in dir(module) if n.startswith("tfeed_") and not n.endswith("_eager_fallback")}
 
     assert names(ops) >= {"tfeed_fetch", "tfeed_fetch_pooled", "tfeed_cache_corrupt", "tfeed_curl_version"}
-    assert names(core) == {"tfeed_try_call", "tfeed_keep_rows", "tfeed_journal_append", "tfeed_journal_drain",
+    assert names(core_ops) == {"tfeed_try_call", "tfeed_keep_rows", "tfeed_journal_append", "tfeed_journal_drain",
                            "tfeed_affine_mirror"}
-    assert not names(ops) & names(core)  # no op registered twice
-    assert kernels.load() is ops and kernels.load_fetch() is ops and kernels.load_core() is core
+    assert not names(ops) & names(core_ops)  # no op registered twice
+    assert kernels.load() is ops and kernels.load_fetch() is ops and kernels.load_core() is core_ops
 
 
-def test_try_call_returns_zeros_and_the_error_instead_of_failing(core, photos):
+def test_try_call_returns_zeros_and_the_error_instead_of_failing(core_ops, photos):
     good = photos["astronaut.jpg"]
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
@@ -48,7 +33,7 @@ def test_try_call_returns_zeros_and_the_error_instead_of_failing(core, photos):
                        tf.float32)
 
     def tried(body):
-        (image,), ok, error = core.tfeed_try_call([body], Tout=[tf.float32], output_shapes=[[8, 8, 3]],
+        (image,), ok, error = core_ops.tfeed_try_call([body], Tout=[tf.float32], output_shapes=[[8, 8, 3]],
                                                  f=decode.get_concrete_function())
         return image, ok, error
 
@@ -61,7 +46,7 @@ def test_try_call_returns_zeros_and_the_error_instead_of_failing(core, photos):
     assert error[0] == b"" and b"image" in error[1].numpy().lower() and b"\n" not in error[1].numpy()
 
 
-def test_try_call_falls_back_in_order_and_reports_the_last_error(core, photos, small_images):
+def test_try_call_falls_back_in_order_and_reports_the_last_error(core_ops, photos, small_images):
     jpeg, png = photos["astronaut.jpg"], small_images["img01.png"]
     spec = [tf.TensorSpec([], tf.string)]
 
@@ -76,7 +61,7 @@ def test_try_call_falls_back_in_order_and_reports_the_last_error(core, photos, s
         return tf.image.resize(tf.io.decode_image(body, channels=3, expand_animations=False), (8, 8))
 
     def tried(body):
-        (image,), ok, error = core.tfeed_try_call(
+        (image,), ok, error = core_ops.tfeed_try_call(
             [body], Tout=[tf.float32], output_shapes=[[8, 8, 3]], f=jpeg_only.get_concrete_function(),
             fallbacks=[any_format.get_concrete_function()])
         return image, ok, error
@@ -89,27 +74,27 @@ def test_try_call_falls_back_in_order_and_reports_the_last_error(core, photos, s
     assert b"unknown image file format" in error[2].numpy().lower()  # the last one tried: decode_image
 
 
-def test_keep_rows_forwards_or_drops_rows(core):
+def test_keep_rows_forwards_or_drops_rows(core_ops):
     floats = tf.reshape(tf.range(12, dtype=tf.float32), [3, 2, 2])
     strings = tf.constant(["a", "b", "c"])
-    kept = core.tfeed_keep_rows([True, True, True], [floats, strings])
+    kept = core_ops.tfeed_keep_rows([True, True, True], [floats, strings])
     assert kept[0].numpy().tolist() == floats.numpy().tolist() and kept[1].numpy().tolist() == [b"a", b"b", b"c"]
-    kept = core.tfeed_keep_rows([True, False, True], [floats, strings])
+    kept = core_ops.tfeed_keep_rows([True, False, True], [floats, strings])
     np.testing.assert_array_equal(kept[0].numpy(), floats.numpy()[[0, 2]])
     assert kept[1].numpy().tolist() == [b"a", b"c"]
-    assert [t.shape[0] for t in core.tfeed_keep_rows([False] * 3, [floats, strings])] == [0, 0]
+    assert [t.shape[0] for t in core_ops.tfeed_keep_rows([False] * 3, [floats, strings])] == [0, 0]
     with pytest.raises(tf.errors.InvalidArgumentError, match="rows"):
-        core.tfeed_keep_rows([True, False], [floats])
+        core_ops.tfeed_keep_rows([True, False], [floats])
 
 
-def test_journal_keeps_batches_in_order_until_drained(core):
+def test_journal_keeps_batches_in_order_until_drained(core_ops):
     before = time.monotonic()
-    core.tfeed_journal_append(tf.constant(["a", "b"]), journal="test-journal")
-    core.tfeed_journal_append(tf.constant(["c"]), journal="test-journal")
-    core.tfeed_journal_append(tf.constant(["x"]), journal="another-journal")
-    urls, sizes, first_time = core.tfeed_journal_drain(journal="test-journal")
+    core_ops.tfeed_journal_append(tf.constant(["a", "b"]), journal="test-journal")
+    core_ops.tfeed_journal_append(tf.constant(["c"]), journal="test-journal")
+    core_ops.tfeed_journal_append(tf.constant(["x"]), journal="another-journal")
+    urls, sizes, first_time = core_ops.tfeed_journal_drain(journal="test-journal")
     assert urls.numpy().tolist() == [b"a", b"b", b"c"] and sizes.numpy().tolist() == [2, 1]
     assert before <= float(first_time) <= time.monotonic()  # the clock of Python's time.monotonic()
-    urls, sizes, first_time = core.tfeed_journal_drain(journal="test-journal")
+    urls, sizes, first_time = core_ops.tfeed_journal_drain(journal="test-journal")
     assert urls.shape == (0,) and sizes.shape == (0,) and float(first_time) == -1
-    assert core.tfeed_journal_drain(journal="another-journal")[0].numpy().tolist() == [b"x"]
+    assert core_ops.tfeed_journal_drain(journal="another-journal")[0].numpy().tolist() == [b"x"]

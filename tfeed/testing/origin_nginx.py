@@ -9,7 +9,8 @@ import os
 import subprocess
 
 import tfeed.testing
-from tfeed.testing.origins import Origin, _free_port, _stop_process, _tail, _wait_accepting
+from tfeed.testing.origins import Origin, _free_port, _tail, _wait_accepting
+from tfeed.testing.server import stop_process
 
 # the module that defines NginxServer, wherever it lives: its find_nginx() locates the binary
 _nginx = importlib.import_module(tfeed.testing.NginxServer.__module__)
@@ -149,7 +150,7 @@ class NginxOrigin(Origin):
 
     def _stop(self):
         proc, self._proc = self._proc, None
-        _stop_process(proc)
+        stop_process(proc)
         app, self._app = self._app, None
         if app is not None:
             app.stop()

@@ -38,6 +38,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from tfeed.testing.server import stop_process
+
 START_TIMEOUT = 30.0  # seconds a server gets to start listening
 STATS_PATH = "/__origin_stats"
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -68,18 +70,6 @@ def _tail(path, chars=4000):
             return f.read()[-chars:]
     except (OSError, TypeError) as exc:
         return f"(no log: {exc})"
-
-
-def _stop_process(proc, timeout=10.0):
-    """SIGTERM ``proc`` (a Popen or None), SIGKILL after ``timeout`` s; waits."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _list_files(root):
@@ -203,7 +193,7 @@ class HttpServerOrigin(Origin):
 
     def _stop(self):
         proc, self._proc = self._proc, None
-        _stop_process(proc)
+        stop_process(proc)
 
     def _base_url(self, index):
         self._require_started()
@@ -255,7 +245,7 @@ class _LimitedOrigin(Origin):
 
     def _stop(self):
         proc, self._proc = self._proc, None
-        _stop_process(proc)
+        stop_process(proc)
         if proc is not None:
             proc.stdout.close()
 
