@@ -55,6 +55,27 @@ def test_overload_cuts_to_what_the_host_let_through_once_per_window():
     assert host.window == pytest.approx(16, abs=1.0)
 
 
+def test_after_shedding_the_window_regrows_to_the_level_served_without_waiting_for_a_probe():
+    """A host that sheds above 16 open requests: the cut goes below 16, the regrowth back to
+    ~16 takes a few round trips, not the probe's quiet spell (else it would run at 0.7 x 16)."""
+    host = limiter()
+    host.window, host.slow_start = 17.0, False
+    now, windows = 0.0, []
+    for _ in range(12):  # 1.2 s of 100 ms round trips, well inside PROBE_QUIET_S
+        tickets = []
+        while host.can_start(now):
+            tickets.append(host.start(now))
+        for position, ticket in enumerate(tickets):
+            if position >= 16:
+                host.overloaded(ticket, now + 0.01, status=503)
+            else:
+                host.succeeded(ticket, 0.1, now + 0.1)
+        now += 0.1
+        windows.append(host.window)
+    assert min(windows) < 13  # it was cut multiplicatively (to 0.7 x 17, then regrew)
+    assert host.ceiling == 16 and 15 <= windows[-1] <= 16
+
+
 def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
     host = limiter()
     host.window, host.slow_start, host.ceiling = 17.0, False, 16.0
@@ -86,7 +107,7 @@ def test_429_without_retry_after_paces_the_host_instead_of_failing():
         now += 0.01
     ticket = host.start(now)
     host.overloaded(ticket, now, status=429)
-    assert host.gap == pytest.approx(0.01 / contract.OVERLOAD_DECREASE, rel=0.3)
+    assert host.gap == pytest.approx(0.01 * contract.PACE_MARGIN, rel=0.05)  # just under the rate served
     assert not host.can_start(now + 0.001) and host.can_start(now + host.gap + 1e-9)
 
 

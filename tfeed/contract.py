@@ -89,6 +89,7 @@ PROBE_QUIET_S = 10.0          # first quiet spell before probing above a known o
 MAX_PROBE_QUIET_S = 64.0
 OVERLOAD_STATUSES = (429, 503)
 PACE_RELAX = 0.995            # each success narrows a 429-paced host's gap by this factor
+PACE_MARGIN = 1.05            # a 429 paces starts this much slower than the host's recent successes
 # A host that answers nothing but overload is paused: Retry-After when given (capped at
 # MAX_PAUSE_S), else exponential backoff with equal jitter from the config's backoff.
 MAX_PAUSE_S = 300.0
@@ -102,4 +103,5 @@ SHEDS_PER_URL = 10
 # The limiter's constants, as the generated C++ header names them (kInitialWindow, ...).
 LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "OVERLOAD_DECREASE", "LATENCY_DECREASE", "LATENCY_TOLERANCE",
                      "SLOW_START_EXIT", "LATENCY_SMOOTHING", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
-                     "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX", "SHEDS_PER_URL")
+                     "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX",
+                     "PACE_MARGIN", "SHEDS_PER_URL")

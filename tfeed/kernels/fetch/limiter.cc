@@ -47,13 +47,20 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   unanswered_ = false;
   served_level_ = std::max(served_level_, ticket.position + 1);
   if (!adaptive_) return;
+  if (succeeded_any_) {
+    const double interval = now - last_success_;
+    success_interval_ = has_success_interval_ ? 0.9 * success_interval_ + 0.1 * interval : interval;
+    has_success_interval_ = true;
+  }
+  succeeded_any_ = true;
+  last_success_ = now;
   const double floor = AddLatency(latency);
   smooth_ = has_smooth_ ? (1 - c::kLatencySmoothing) * smooth_ + c::kLatencySmoothing * latency : latency;
   has_smooth_ = true;
   if (gap_ > 0) gap_ *= c::kPaceRelax;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
   if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
-    Cut(window_ * c::kLatencyDecrease, now, false);
+    Cut(window_ * c::kLatencyDecrease, now, 0);
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
@@ -74,12 +81,12 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   if (!adaptive_) return;
   const bool fresh = ticket.seq > cut_seq_;
   if (status == 429 && fresh) {
-    gap_ = gap_ > 0 ? gap_ / c::kOverloadDecrease : std::max(start_interval_, 1e-4) / c::kOverloadDecrease;
+    gap_ = PacedGap();
     next_start_ = std::max(next_start_, now + gap_);
   } else if (fresh) {
     const double served = served_level_ > 0 ? static_cast<double>(served_level_) : window_;
-    const double position = std::max<double>(static_cast<double>(ticket.position), c::kMinWindow);
-    Cut(std::min({window_ * c::kOverloadDecrease, position, served}), now, true);
+    const double level = std::min(std::max<double>(static_cast<double>(ticket.position), c::kMinWindow), served);
+    Cut(std::min(window_ * c::kOverloadDecrease, level), now, level);
     served_level_ = 0;
   }
   if (retry_after >= 0) {
@@ -94,19 +101,25 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
 
 bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
 
-void HostLimiter::Cut(double target, double now, bool overload) {
+void HostLimiter::Cut(double target, double now, double overload) {
   const bool probing = has_ceiling_ && window_ > ceiling_;
-  if (overload && probing) {  // the probe failed: back to the known level, probe later
+  if (overload > 0 && probing) {  // the probe failed: back to the known level, probe later
     probe_quiet_ = std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS);
     target = std::max<double>(ceiling_, c::kMinWindow);
-  } else if (overload) {
-    ceiling_ = std::max<double>(target, c::kMinWindow);
+  } else if (overload > 0) {
+    ceiling_ = std::max<double>(overload, c::kMinWindow);
     has_ceiling_ = true;
   }
   window_ = std::max<double>(c::kMinWindow, target);
   slow_start_ = false;
   probe_at_ = now + probe_quiet_;
   cut_seq_ = seq_;
+}
+
+double HostLimiter::PacedGap() const {
+  if (success_interval_ > 0) return success_interval_ * c::kPaceMargin;
+  if (gap_ > 0) return gap_ / c::kOverloadDecrease;
+  return std::max(start_interval_, 1e-4) / c::kOverloadDecrease;
 }
 
 void HostLimiter::Pause(double until) { paused_until_ = std::max(paused_until_, until); }

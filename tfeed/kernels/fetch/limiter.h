@@ -40,9 +40,10 @@ class HostLimiter {
   void set_min_gap(double seconds) { min_gap_ = seconds; }
 
  private:
-  void Cut(double target, double now, bool overload);
+  void Cut(double target, double now, double overload);  // overload: the level served (0: a latency cut)
   void Pause(double until);
   double AddLatency(double latency);
+  double PacedGap() const;
 
   int64_t cap_;
   bool adaptive_;
@@ -54,7 +55,8 @@ class HostLimiter {
   double backoff_, max_backoff_, patience_;
   int64_t seq_ = 0, cut_seq_ = 0;
   double probe_quiet_, probe_at_ = 0, next_start_ = 0, start_interval_ = 0, last_start_ = 0;
-  bool started_any_ = false;
+  bool started_any_ = false, succeeded_any_ = false, has_success_interval_ = false;
+  double success_interval_ = 0, last_success_ = 0;  // moving average of the interval between successes
   double floors_[2];
   int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
   bool unanswered_ = false;
