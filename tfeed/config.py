@@ -34,6 +34,10 @@ class FetchConfig:
         URLs are given up as ``rate_limited`` (so an epoch always ends).
     max_requests_per_second_per_host: a fixed pace per host (None: only the
         adaptive one).
+    respect_opt_out: a response whose ``X-Robots-Tag`` header says ``noai`` or
+        ``noimageai`` (for any user agent) is not kept; the URL counts as
+        ``opted_out``.  On by default, as in img2dataset: an image's creator
+        asked that it not train models, and the count shows what it cost.
     connect_timeout / read_timeout: per attempt; read_timeout bounds the gap
         between two received chunks.
     deadline: total time for one URL, retries and backoff included.
@@ -74,6 +78,7 @@ class FetchConfig:
     adaptive: bool = True
     host_patience: float = 300.0
     max_requests_per_second_per_host: Optional[float] = None
+    respect_opt_out: bool = True
 
     def __post_init__(self):
         for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):

@@ -8,17 +8,20 @@ library's build hash, so the two engines cannot drift apart.
 Contents: every failure reason; which HTTP statuses are retried and the
 backoff between attempts; the magic bytes that make a body an image; the
 cache entry format and the failures it remembers; the number of URLs per
-fetch call.
+fetch call; the per-host limiter's constants; the opt-out directives.
 """
 
 from __future__ import annotations
+
+import re
 
 from tfeed import errors
 
 # -- failure reasons (besides ``http_<code>`` for HTTP client errors) --------
 REASONS = (errors.TIMEOUT, errors.CONNECTION, errors.DNS, errors.TOO_LARGE, errors.TRUNCATED,
            errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.DECODE_ERROR, errors.INVALID_URL,
-           errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS, errors.RATE_LIMITED)
+           errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS, errors.RATE_LIMITED,
+           errors.OPTED_OUT)
 
 # -- retries ---------------------------------------------------------------------
 # A final status >= 500, or one of these, is retried (with backoff); other 4xx are not.
@@ -105,3 +108,20 @@ LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "OVERLOAD_DECREASE", "LATEN
                      "SLOW_START_EXIT", "LATENCY_SMOOTHING", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
                      "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX",
                      "PACE_MARGIN", "SHEDS_PER_URL")
+
+
+# -- crawler manners ------------------------------------------------------------
+# With FetchConfig(respect_opt_out=True), a response whose X-Robots-Tag header holds one
+# of these directives (for any user agent: "noai", "otherbot: noimageai") is not kept;
+# the URL counts as opted_out.  Directives are the header's tokens, split at these
+# separators and compared without case.
+OPT_OUT_HEADER = "x-robots-tag"
+OPT_OUT_DIRECTIVES = ("noai", "noimageai")
+OPT_OUT_SEPARATORS = ",;: \t"
+OPT_OUT_DETAIL = "X-Robots-Tag opts out of AI use (noai/noimageai)"
+
+
+def opts_out(value: str) -> bool:
+    """Whether one X-Robots-Tag header value carries an opt-out directive."""
+    tokens = re.split("[" + re.escape(OPT_OUT_SEPARATORS) + "]+", value.lower())
+    return any(token in OPT_OUT_DIRECTIVES for token in tokens)

@@ -25,6 +25,7 @@ INVALID_LABEL = "invalid_label"
 READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
 RATE_LIMITED = "rate_limited"  # the host answered only 429/503/refusals for longer than host_patience
+OPTED_OUT = "opted_out"  # FetchConfig.respect_opt_out: the response carried X-Robots-Tag: noai / noimageai
 TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
 
 

@@ -26,7 +26,7 @@ SNIFF_WINDOW = 16
 
 def render() -> str:
     """The text of ``contract.h`` for the current :mod:`tfeed.contract`."""
-    sections = [_prologue(), _reasons(), _retries(), _signatures(), _cache(), _calls(), _limiter(), _epilogue()]
+    sections = [_prologue(), _reasons(), _retries(), _signatures(), _cache(), _calls(), _limiter(), _manners(), _epilogue()]
     return "\n".join(sections)
 
 
@@ -39,6 +39,14 @@ def _limiter() -> str:
     statuses = ", ".join(str(status) for status in contract.OVERLOAD_STATUSES)
     lines.append(f"inline constexpr long kOverloadStatuses[] = {{{statuses}}};")
     return "\n".join(lines) + "\n"
+
+
+def _manners() -> str:
+    return ("// -- crawler manners: X-Robots-Tag opt-out (tfeed.contract.opts_out)\n"
+            f"inline constexpr char kOptOutHeader[] = {c_string(contract.OPT_OUT_HEADER.encode())};\n"
+            f"inline constexpr char kOptOutSeparators[] = {c_string(contract.OPT_OUT_SEPARATORS.encode())};\n"
+            f"inline constexpr char kOptOutDetail[] = {c_string(contract.OPT_OUT_DETAIL.encode())};\n"
+            + _string_array("kOptOutDirectives", contract.OPT_OUT_DIRECTIVES))
 
 
 def identifier(value: str) -> str:

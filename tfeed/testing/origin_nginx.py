@@ -87,6 +87,8 @@ class NginxOrigin(Origin):
       upstream_latency: seconds; nginx proxies every request to a
         :class:`tfeed.testing.ImageServer` with this latency (an app behind the limiter),
         so requests stay open and ``limit_conn`` counts them. None serves files directly.
+      robots_tag: files under ``optout/`` are served with ``X-Robots-Tag: <robots_tag>``
+        (nginx's ``add_header``); None: no such header anywhere.
 
     ``capacity`` (images/s): ``limit_req`` when set; ``limit_conn / upstream_latency`` when both
     are set (the smaller of the two when both limits are); otherwise None.
@@ -95,7 +97,7 @@ class NginxOrigin(Origin):
     """
 
     def __init__(self, images, limit_conn=None, limit_req=None, burst=0, tls=False, http2=False, *, nodelay=True,
-                 upstream_latency=None, host="127.0.0.1"):
+                 upstream_latency=None, host="127.0.0.1", robots_tag=None):
         super().__init__(images)
         if http2 and not tls:
             raise ValueError("NginxOrigin: http2 needs tls (nginx 1.22 offers HTTP/2 to HTTP/1.1 clients only by ALPN)")
@@ -103,6 +105,7 @@ class NginxOrigin(Origin):
             raise ValueError(f"NginxOrigin: bad limits limit_conn={limit_conn} limit_req={limit_req} burst={burst}")
         self.limit_conn, self.limit_req, self.burst, self.nodelay = limit_conn, limit_req, int(burst), nodelay
         self.tls, self.http2, self.upstream_latency, self.host = bool(tls), bool(http2), upstream_latency, host
+        self.robots_tag = robots_tag
         known = [limit_req] if limit_req else []
         if limit_conn and upstream_latency:
             known.append(limit_conn / upstream_latency)
@@ -126,6 +129,9 @@ class NginxOrigin(Origin):
                        "    limit_req_status 429;\n    limit_req_log_level info;\n")
             extra = f" burst={self.burst}{' nodelay' if self.nodelay else ''}" if self.burst else ""
             server_lines += f"        limit_req zone=rate{extra};\n"  # nginx rejects burst=0: omitted
+        if self.robots_tag is not None:
+            server_lines += (f'        location /optout/ {{ add_header X-Robots-Tag "{self.robots_tag}"; '
+                             'try_files $uri =404; }\n')
         if self.tls:
             self.ca_file, chain, key = _make_tls(tmp, self.host)
             server_lines += f'        ssl_certificate "{chain}";\n        ssl_certificate_key "{key}";\n'

@@ -146,6 +146,9 @@ async def _attempt_http(session, url, config) -> _Attempt:
                                 retryable=retryable,
                                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
                                 overload_status=status if status in contract.OVERLOAD_STATUSES else None)
+            robots = response.headers.getall(contract.OPT_OUT_HEADER, ())
+            if config.respect_opt_out and any(map(contract.opts_out, robots)):
+                return _Attempt(reason=errors.OPTED_OUT, detail=contract.OPT_OUT_DETAIL)
             return await _read_body(response, config)
     except aiohttp.ClientConnectorCertificateError as exc:  # also a ValueError: before invalid_url
         return _Attempt(reason=errors.TLS, detail=str(exc))

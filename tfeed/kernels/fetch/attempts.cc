@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 
 #include "contract.h"
 #include "fetcher.h"
@@ -35,7 +36,7 @@ size_t Fetcher::OnWrite(char* data, size_t size, size_t count, void* user) {
     t->status_checked = true;
     long status = 0;
     Curl().easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    t->discard = status >= 400;  // error pages are not kept
+    t->discard = status >= 400 || t->opted_out;  // error pages and opted-out images are not kept
     curl_off_t length = -1;
     if (!t->discard && Curl().easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
         length > 0) {
@@ -51,9 +52,14 @@ size_t Fetcher::OnWrite(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
-size_t Fetcher::OnHeader(char*, size_t size, size_t count, void* user) {
-  static_cast<Transfer*>(user)->last_activity = Clock::now();
-  return size * count;
+size_t Fetcher::OnHeader(char* line, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  t->last_activity = Clock::now();
+  if (!t->batch->opt->respect_opt_out) return n;
+  if (n > 5 && std::strncmp(line, "HTTP/", 5) == 0) t->opted_out = false;  // a new response (after a redirect)
+  else if (HeaderOptsOut(line, n)) t->opted_out = true;
+  return n;
 }
 
 int Fetcher::OnConnected(void* user, char*, char*, int, int) {
@@ -144,7 +150,7 @@ void Fetcher::StartAttempt(Transfer* t, Clock::time_point now) {
   t->easy = e;
   t->state = State::kActive;
   t->body.clear();
-  t->too_large = t->status_checked = t->discard = t->read_timed_out = false;
+  t->too_large = t->status_checked = t->discard = t->read_timed_out = t->opted_out = false;
   t->errbuf[0] = 0;
   t->last_activity = t->attempt_began = now;
   ConfigureHandle(e, t, left_ms, now);
@@ -244,6 +250,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
   end.curl_code = rc;
   end.too_large = t->too_large;
   end.read_timed_out = t->read_timed_out;
+  end.opted_out = t->opted_out;
   end.error = t->errbuf[0] ? t->errbuf : api.easy_strerror(rc);
   if (end.read_timed_out || rc != CURLE_OK) return end;
   api.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &end.status);

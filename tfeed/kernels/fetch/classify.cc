@@ -2,7 +2,11 @@
 
 #include <curl/curl.h>
 
+#include <strings.h>
+
+#include <cctype>
 #include <cstdio>
+#include <cstring>
 
 #include "contract.h"
 
@@ -23,6 +27,7 @@ Verdict Failure(const char* reason, std::string detail, bool retryable) {
 // A complete HTTP response: success below 400, else http_<code> / http_5xx.
 Verdict FromStatus(const AttemptEnd& end) {
   Verdict v;
+  if (end.status < 400 && end.opted_out) return Failure(c::kOptedOut, c::kOptOutDetail, false);
   if (end.status < 400) {
     v.ok = true;
     return v;
@@ -74,6 +79,24 @@ Verdict Classify(const AttemptEnd& end, const Options& opt) {
   }
   if (end.curl_code == CURLE_OK) return FromStatus(end);
   return FromCurlError(end, opt);
+}
+
+bool HeaderOptsOut(const char* line, size_t size) {
+  const size_t name = sizeof c::kOptOutHeader - 1;
+  if (size <= name || line[name] != ':' || strncasecmp(line, c::kOptOutHeader, name) != 0) return false;
+  std::string token;
+  for (size_t i = name + 1; i <= size; ++i) {
+    const char ch = i < size ? line[i] : ' ';
+    if (ch != '\r' && ch != '\n' && std::strchr(c::kOptOutSeparators, ch) == nullptr) {
+      token += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      continue;
+    }
+    for (int d = 0; d < c::kOptOutDirectivesCount; ++d) {
+      if (token == c::kOptOutDirectives[d]) return true;
+    }
+    token.clear();
+  }
+  return false;
 }
 
 std::string FormatSeconds(double seconds) {

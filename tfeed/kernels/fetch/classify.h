@@ -27,10 +27,15 @@ struct AttemptEnd {
   double retry_after = -1;      // Retry-After in seconds, < 0 if absent (read for an HTTP error)
   bool too_large = false;       // the write callback refused the body at max_bytes
   bool read_timed_out = false;  // aborted after read_timeout seconds without data
+  bool opted_out = false;       // the final response's X-Robots-Tag opts out (with respect_opt_out)
   std::string error;            // libcurl's message
 };
 
 Verdict Classify(const AttemptEnd& end, const Options& opt);
+
+// Whether one raw header line (`Name: value\r\n`, as libcurl hands it over) is an
+// X-Robots-Tag whose value carries an opt-out directive (tfeed.contract.opts_out).
+bool HeaderOptsOut(const char* line, size_t size);
 
 // `seconds` as printf's %g writes it (Python's str of the float, for round values).
 std::string FormatSeconds(double seconds);

@@ -103,7 +103,7 @@ class Fetcher {
 
   // -- attempts.cc ------------------------------------------------------------
   static size_t OnWrite(char* data, size_t size, size_t count, void* user);
-  static size_t OnHeader(char*, size_t size, size_t count, void* user);
+  static size_t OnHeader(char* line, size_t size, size_t count, void* user);
   static int OnConnected(void* user, char*, char*, int, int);
   Transfer* Resolve(const Ref& ref);
   double Since(Clock::time_point t) const { return Seconds(t - epoch_); }

@@ -73,6 +73,7 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("cache_dir", &opt->cache_dir));
   TF_RETURN_IF_ERROR(ctx->GetAttr("ca_file", &opt->ca_file));
   TF_RETURN_IF_ERROR(ctx->GetAttr("adaptive", &opt->adaptive));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("respect_opt_out", &opt->respect_opt_out));
   return ctx->GetAttr("verify_tls", &opt->verify_tls);
 }
 

@@ -39,7 +39,8 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("verify_tls: bool = true") \
     .Attr("adaptive: bool = true") \
     .Attr("host_patience: float = 300.0") \
-    .Attr("max_requests_per_second_per_host: float = 0.0")
+    .Attr("max_requests_per_second_per_host: float = 0.0") \
+    .Attr("respect_opt_out: bool = true")
 
 REGISTER_OP("TfeedFetch")
     .Input("urls: string")

@@ -23,6 +23,7 @@ struct Options {
   bool adaptive = true;        // per-host adaptive windows (hosts.h); false: fixed windows
   double host_patience = 300;  // seconds of nothing but overload before a host's URLs are given up
   double max_rps_per_host = 0;  // a fixed pace per host; 0: none
+  bool respect_opt_out = true;  // X-Robots-Tag: noai / noimageai -> opted_out
 };
 
 }  // namespace fetch

@@ -73,6 +73,7 @@ struct Transfer {
   LimiterTicket ticket;
   Clock::time_point deadline, last_activity, attempt_began;
   bool connected = false, too_large = false, status_checked = false, discard = false, read_timed_out = false;
+  bool opted_out = false;  // the current response's X-Robots-Tag opts out (respect_opt_out)
   char errbuf[CURL_ERROR_SIZE];
 };
 
