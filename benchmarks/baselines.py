@@ -184,18 +184,19 @@ def tensorpack(work: Work) -> tf.data.Dataset:
 
 def tfeed_default(work: Work) -> tf.data.Dataset:
     """``tfeed.image_dataset_from_urls`` with default settings (``work.options`` may set
-    ``max_in_flight`` and ``num_parallel_calls`` for the grid)."""
+    ``max_in_flight`` and ``num_parallel_calls`` for the grid, ``ca_file`` for https)."""
     options = dict(work.options)
     kwargs = {}
+    config = FetchConfig(ca_file=options.pop("ca_file", None))
     if "max_in_flight" in options:
-        kwargs["fetch_config"] = FetchConfig(max_in_flight=int(options.pop("max_in_flight")))
+        config = config.replace(max_in_flight=int(options.pop("max_in_flight")))
     if "num_parallel_calls" in options:
         calls = options.pop("num_parallel_calls")
         kwargs["num_parallel_calls"] = tf.data.AUTOTUNE if calls in (None, "AUTOTUNE") else int(calls)
     if options:
         raise ValueError(f"unknown tfeed options: {sorted(options)}")
     return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
-                                         batch_size=work.batch_size, **kwargs)
+                                         batch_size=work.batch_size, fetch_config=config, **kwargs)
 
 
 def tfeed_python(work: Work) -> tf.data.Dataset:

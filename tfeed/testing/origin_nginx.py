@@ -27,8 +27,8 @@ events {{ worker_connections 4096; }}
 http {{
     types {{ image/jpeg jpg jpeg; image/png png; image/gif gif; image/webp webp; image/bmp bmp; }}
     default_type application/octet-stream;
-    log_format status_only $status;
-    access_log {tmp}/access.log status_only;
+    log_format status_conn '$status $connection';
+    access_log {tmp}/access.log status_conn;
     sendfile on;
     keepalive_requests 100000;
     keepalive_timeout 65;
@@ -92,7 +92,8 @@ class NginxOrigin(Origin):
 
     ``capacity`` (images/s): ``limit_req`` when set; ``limit_conn / upstream_latency`` when both
     are set (the smaller of the two when both limits are); otherwise None.
-    ``stats()`` counts nginx's access log (every answered request, by status).
+    ``stats()`` counts nginx's access log (every answered request, by status; ``connections``:
+    the TCP connections that carried them).
     Raises NginxUnavailable on start when no nginx binary exists.
     """
 
@@ -180,12 +181,14 @@ class NginxOrigin(Origin):
 
     def stats(self):
         self._require_started()
-        counts = collections.Counter()
+        counts, connections = collections.Counter(), set()
         with open(os.path.join(self._tmp, "access.log"), errors="replace") as f:
             for line in f:
-                if line.strip():
-                    counts[line.strip()] += 1
-        return {"requests": sum(counts.values()), "by_status": dict(counts)}
+                status, _, connection = line.strip().partition(" ")
+                if status:
+                    counts[status] += 1
+                    connections.add(connection)
+        return {"requests": sum(counts.values()), "by_status": dict(counts), "connections": len(connections)}
 
     def error_log(self):
         """The end of nginx's error log (for diagnostics)."""
