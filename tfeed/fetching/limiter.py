@@ -145,8 +145,10 @@ class HostLimiter:
             self.slow_start = False  # requests begin to queue at the host: hold the window
         elif self.slow_start:
             self.window = min(self.cap, self.window + 1)
-        elif self.ceiling is None or self.window + 1 <= self.ceiling or now >= self._probe_at:
+        elif self.ceiling is None or now >= self._probe_at:
             self.window = min(self.cap, self.window + 1 / self.window)
+        elif self.window < self.ceiling:  # back up to the known level, not above it before the probe
+            self.window = min(self.ceiling, self.window + 1 / self.window)
 
     def finished(self, ticket: tuple) -> None:
         """A request that ended without telling anything of the host's load (a DNS error, a cancel)."""

@@ -65,8 +65,10 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
     window_ = std::min<double>(cap_, window_ + 1);
-  } else if (!has_ceiling_ || window_ + 1 <= ceiling_ || now >= probe_at_) {
+  } else if (!has_ceiling_ || now >= probe_at_) {
     window_ = std::min<double>(cap_, window_ + 1 / window_);
+  } else if (window_ < ceiling_) {  // back up to the known level, not above it before the probe
+    window_ = std::min(ceiling_, window_ + 1 / window_);
   }
 }
 
