@@ -50,18 +50,20 @@ def test_python_http_server_gets_a_small_window_and_every_image(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_shedding_origin_loses_no_image_and_its_window_settles_near_its_limit(engine):
+def test_a_shedding_origin_loses_no_image_and_its_window_settles_near_its_limit(engine, capsys):
     images = _images(160)
     with SheddingOrigin(images, max_concurrency=8, latency=0.05, retry_after=None) as origin:
         urls = origin.urls(sorted(images))
         ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
-                                           fetch_engine=engine)
+                                           fetch_engine=engine, progress=True)
         assert _epoch(ds) == 160
         host = _host(ds, urls[0])
     snap = ds.stats.snapshot()
     assert snap["failed"] == 0 and snap["retries"] == 0  # overload spent no retry budget
     assert snap["throttled"] > 0 and host["throttles"] == snap["throttled"]
     assert host["window"] <= 12
+    bar = capsys.readouterr().err.splitlines()[-1]  # the progress bar names the host that throttles
+    assert f"throttled={snap['throttled']}" in bar and f"throttling={host['host']} w=" in bar
 
 
 @pytest.mark.parametrize("engine", ENGINES)

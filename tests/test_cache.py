@@ -230,7 +230,7 @@ def test_progress_bar_and_keras_callbacks(served, small_images, tmp_path, capsys
                   callbacks=[tfeed.callbacks.FetchStats(ds), tfeed.callbacks.SavePosition(ds, position, 1), Crash()])
     logs = history.history
     assert logs["fetch_images_per_s"][0] > 0 and logs["fetch_cache_hit_rate"][0] == 0.0
-    assert logs["fetch_failed"][0] == 0.0 and logs["fetch_mb_per_s"][0] > 0
+    assert logs["fetch_failed"][0] == 0.0 and logs["fetch_mb_per_s"][0] > 0 and logs["fetch_throttled"][0] == 0.0
     err = capsys.readouterr().err
     assert "img" in err and "tfeed epoch 1" in err
     saved = tfeed.Position.load(position)

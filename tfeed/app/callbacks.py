@@ -25,8 +25,9 @@ class FetchStats(tf.keras.callbacks.Callback):
     and -- when listed before it -- ``TensorBoard`` record them):
 
     ``<prefix>images_per_s``, ``<prefix>mb_per_s``, ``<prefix>cache_hit_rate``
-    (0-1), ``<prefix>failed`` and ``<prefix>failed_<reason>`` per reason, all
-    for the epoch that just ended.
+    (0-1), ``<prefix>failed`` and ``<prefix>failed_<reason>`` per reason,
+    ``<prefix>throttled`` (429/503/refusals: the URL waited and went again),
+    all for the epoch that just ended.
     """
 
     def __init__(self, dataset_or_stats, prefix: str = "fetch_"):
@@ -49,6 +50,7 @@ class FetchStats(tf.keras.callbacks.Callback):
         logs[p + "mb_per_s"] = (now["bytes"] - before["bytes"]) / 1e6 / seconds
         logs[p + "cache_hit_rate"] = (now["cache_hits"] - before["cache_hits"]) / fetched if fetched else 0.0
         logs[p + "failed"] = float(now["failed"] - before["failed"])
+        logs[p + "throttled"] = float(now["throttled"] - before["throttled"])
         for reason, count in now["failures"].items():
             logs[f"{p}failed_{reason}"] = float(count - before["failures"].get(reason, 0))
 

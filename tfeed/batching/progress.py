@@ -9,7 +9,9 @@ from tfeed.stats import Stats
 
 
 class ProgressBar:
-    """A tqdm bar per epoch showing images delivered, images/s and failures.
+    """A tqdm bar per epoch showing images delivered, images/s and failures;
+    once a host throttles, the throttle count and the host throttling most
+    (``throttling="http://host:port w=3"``: its current window).
 
     ``ProgressBar(ds.stats)`` or ``image_dataset_from_urls(..., progress=True)``.
     ``total``: examples expected per epoch, if known.  Writes to stderr.
@@ -47,4 +49,9 @@ class ProgressBar:
         postfix = {"failed": snap["failed"]}
         if snap["cache_hits"]:
             postfix["cached"] = snap["cache_hits"]
+        if snap["throttled"]:
+            postfix["throttled"] = snap["throttled"]
+            worst = max(self._stats.hosts(1000), key=lambda row: row["throttles"], default=None)
+            if worst is not None and worst["throttles"]:
+                postfix["throttling"] = f"{worst['host']} w={worst['window']:g}"
         return postfix
