@@ -25,6 +25,7 @@ INVALID_LABEL = "invalid_label"
 READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
 RATE_LIMITED = "rate_limited"  # the host answered only 429/503/refusals for longer than host_patience
+BLOCKED_ADDRESS = "blocked_address"  # the address is in FetchConfig.deny_networks: never requested, never retried
 TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
 
 

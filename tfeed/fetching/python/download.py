@@ -19,8 +19,9 @@ from typing import Optional
 
 import aiohttp
 
-from tfeed import contract, errors
+from tfeed import contract, errors, urls
 from tfeed.fetching import sniff
+from tfeed.fetching.python.guard import blocked
 from tfeed.config import FetchConfig
 
 _CHUNK = 1 << 16
@@ -90,6 +91,9 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     ``Outcome.overload`` instead of being retried: the caller's host limiter
     decides when the URL goes again.
     """
+    refused = urls.refusal(url)
+    if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
+        return Outcome(failure=errors.Failure(url, errors.INVALID_URL, refused))
     scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme in ("http", "https") and scheme in config.schemes:
         fetch = _fetch_http(session, url, config, rng, stop_on_overload)
@@ -147,20 +151,8 @@ async def _attempt_http(session, url, config) -> _Attempt:
                                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
                                 overload_status=status if status in contract.OVERLOAD_STATUSES else None)
             return await _read_body(response, config)
-    except aiohttp.ClientConnectorCertificateError as exc:  # also a ValueError: before invalid_url
-        return _Attempt(reason=errors.TLS, detail=str(exc))
-    except aiohttp.ClientConnectorSSLError as exc:
-        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
-    except aiohttp.TooManyRedirects:
-        return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
-        return _Attempt(reason=errors.INVALID_URL, detail=str(exc) or type(exc).__name__)
-    except aiohttp.ClientConnectorDNSError as exc:
-        return _Attempt(reason=errors.DNS, detail=str(exc), retryable=True)
     except aiohttp.ClientConnectorError as exc:
-        reason = errors.DNS if isinstance(exc.os_error, socket.gaierror) else errors.CONNECTION
-        refused = isinstance(exc.os_error, (ConnectionRefusedError, ConnectionResetError))
-        return _Attempt(reason=reason, detail=str(exc), retryable=True, overload_status=0 if refused else None)
+        return _connector_error(exc)
     except aiohttp.ServerDisconnectedError as exc:  # reset or closed before the response: the host shed us
         return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True,
                         overload_status=0)
@@ -171,8 +163,27 @@ async def _attempt_http(session, url, config) -> _Attempt:
         return _Attempt(reason=errors.TRUNCATED, detail=str(exc), retryable=True)
     except (TimeoutError, asyncio.TimeoutError) as exc:
         return _Attempt(reason=errors.TIMEOUT, detail=str(exc) or "no data within read_timeout", retryable=True)
+    except aiohttp.TooManyRedirects:
+        return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
+        return _Attempt(reason=errors.INVALID_URL, detail=str(exc) or type(exc).__name__)
     except (aiohttp.ClientError, OSError) as exc:
         return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True)
+
+
+def _connector_error(exc: aiohttp.ClientConnectorError) -> _Attempt:
+    """The attempt of a request that opened no connection: blocked, TLS, DNS or connection."""
+    denied = blocked(exc)
+    if denied is not None:  # never retried: the address will not change its network
+        return _Attempt(reason=errors.BLOCKED_ADDRESS, detail=str(denied.strerror))
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _Attempt(reason=errors.TLS, detail=str(exc))
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(exc.os_error, socket.gaierror):
+        return _Attempt(reason=errors.DNS, detail=str(exc), retryable=True)
+    refused = isinstance(exc.os_error, (ConnectionRefusedError, ConnectionResetError))
+    return _Attempt(reason=errors.CONNECTION, detail=str(exc), retryable=True, overload_status=0 if refused else None)
 
 
 async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _Attempt:

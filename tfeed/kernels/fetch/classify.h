@@ -28,6 +28,7 @@ struct AttemptEnd {
   bool too_large = false;       // the write callback refused the body at max_bytes
   bool read_timed_out = false;  // aborted after read_timeout seconds without data
   std::string error;            // libcurl's message
+  std::string blocked;          // the address policy refused the connection: why ("" if not)
 };
 
 Verdict Classify(const AttemptEnd& end, const Options& opt);
