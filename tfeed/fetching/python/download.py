@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import os
 import random
 import socket
 import time
@@ -19,7 +18,7 @@ from typing import Optional
 
 import aiohttp
 
-from tfeed import contract, errors, urls
+from tfeed import contract, errors, safefs, urls
 from tfeed.fetching import sniff
 from tfeed.fetching.python.guard import blocked
 from tfeed.config import FetchConfig
@@ -203,7 +202,19 @@ async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _
 
 async def _read_local(url: str, config: FetchConfig) -> Outcome:
     path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
-    return await asyncio.get_running_loop().run_in_executor(None, _read_file, url, path, open, os.path.getsize, config)
+    return await asyncio.get_running_loop().run_in_executor(None, _read_regular_file, url, path, config)
+
+
+def _read_regular_file(url: str, path: str, config: FetchConfig) -> Outcome:
+    """A local file: only a regular file (a FIFO or device is a read_error, its
+    open never blocks), at most ``max_bytes`` (else too_large)."""
+    try:
+        body = safefs.read_regular(path, config.max_bytes, follow=True)
+    except OSError as exc:
+        return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
+    if body is None:
+        return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"file exceeds max_bytes {config.max_bytes}"))
+    return Outcome(body=body)
 
 
 async def _read_gfile(url: str, config: FetchConfig) -> Outcome:
@@ -219,7 +230,10 @@ def _read_file(url, path, opener, size_of, config) -> Outcome:
         if size > config.max_bytes:
             return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"{size} bytes > max_bytes {config.max_bytes}"))
         with opener(path, "rb") as handle:
-            return Outcome(body=handle.read())
+            body = handle.read(config.max_bytes + 1)  # never more than the cap, whatever the size said
+        if len(body) > config.max_bytes:
+            return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"file exceeds max_bytes {config.max_bytes}"))
+        return Outcome(body=body)
     except Exception as exc:  # noqa: BLE001 - any storage error is a counted read_error
         return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
 

@@ -107,7 +107,7 @@ absl::Status Validate(const Options& opt) {
 // A cache hit (a body, or a remembered permanent failure) into *body / *v; false on a miss.
 bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdict* v) {
   bool corrupt = false;
-  if (ReadCached(path, body, &corrupt)) {
+  if (ReadCached(path, opt.max_bytes, body, &corrupt)) {
     *v = CheckImage(body->data(), body->size(), opt.pass_transcodable);
   } else {
     if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
