@@ -13,7 +13,7 @@ engine sees it, so a URL gives the same outcome whichever engine fetches it:
   (``127.0.0.1``), so the address policy and both engines read one address.
 
 Both engines also refuse on their own what :func:`refusal` names (a control
-character, or a space in an http(s) URL), so a URL handed to a fetch stage
+character, a space around a URL, a space in an http(s) URL), so a URL handed to a fetch stage
 directly is never truncated or guessed at either.
 """
 
@@ -34,9 +34,10 @@ def refusal(url: str) -> Optional[str]:
     """Why an engine refuses ``url`` as given (``invalid_url``), or None."""
     if _CONTROL.search(url):
         return "URL contains a control character"
-    if url[:5].lower() == "http:" or url[:6].lower() == "https:":
-        if " " in url:
-            return "URL contains a space"
+    if "://" in url and (url[:1] == " " or url[-1:] == " "):
+        return "URL has a leading or trailing space"
+    if (url[:5].lower() == "http:" or url[:6].lower() == "https:") and " " in url:
+        return "URL contains a space"
     return None
 
 

@@ -120,11 +120,13 @@ bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdi
 }
 
 // Why the op refuses `url` as given, or "": tfeed.urls.refusal (a control
-// character anywhere, a space in an http(s) URL).
+// character anywhere, a space around a URL, a space in an http(s) URL).
 std::string Refusal(const std::string& url, const std::string& scheme) {
   for (unsigned char ch : url) {
     if (ch < 0x20 || ch == 0x7f) return "URL contains a control character";
   }
+  if (url.find("://") != std::string::npos && !url.empty() && (url.front() == ' ' || url.back() == ' '))
+    return "URL has a leading or trailing space";
   if ((scheme == "http" || scheme == "https") && url.find(' ') != std::string::npos) return "URL contains a space";
   return "";
 }
