@@ -138,7 +138,7 @@ def _read_delimited(path, suffix, url_column, label_column) -> Iterator[Pair]:
             for row in reader[0]:
                 yield row[url_column], (row.get(label_column) or None)
 
-    return _located(path, lambda: f"line {reader[0].line_num if reader else 1}", rows())
+    return _located(path, lambda: f"line {reader[0].line_num + 1 if reader else 1}", rows())
 
 
 def _read_jsonl(path, suffix, url_column, label_column) -> Iterator[Pair]:
