@@ -59,6 +59,10 @@ def normalize(url) -> Tuple[Optional[str], str]:
         return None, "URL is empty"
     if _CONTROL.search(url):
         return None, "URL contains a control character"
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "URL is not valid Unicode (a lone surrogate)"
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
         return url, ""
