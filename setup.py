@@ -7,14 +7,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfeed", "tfeed.*"]),
-    package_data={"tfeed.kernels": ["core/*.cc", "core/*.h", "fetch/*.cc", "fetch/*.h"]},
+    package_data={"tfeed.kernels": ["core/*.cc", "core/*.h", "fetch/*.cc", "fetch/*.h"], "tfeed.service": ["bind_host.c"]},
     python_requires=">=3.9",
     # `tensorflow` (not tensorflow-cpu): GPU users install tensorflow[and-cuda] on top.
     install_requires=[
         "tensorflow>=2.13",
         "numpy",
         "requests",
-        "aiohttp>=3.9",
+        # 3.12: TCPConnector(socket_factory=) for the address policy; 3.13.3: bounded decompression (CVE-2025-69223).
+        "aiohttp>=3.13.3",
         "opencv-python-headless",
     ],
     extras_require={

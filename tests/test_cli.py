@@ -194,3 +194,12 @@ def test_serve_images_stops_cleanly_on_sigterm(served):
     assert proc.wait(timeout=30) == 0
     assert "stopped" in proc.stderr.read()
 
+
+
+def test_deny_private_refuses_loopback_without_a_request(served, capsys):
+    status = cli.main(["bench", str(served["urls"]), "-n", "8", "--size", "32", "--json", "--stages", "fetch",
+                       "--deny-private"])
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)["stages"][0]
+    assert row["images"] == 0 and row["failed"] == 8 and status == 1
+    assert "failed (blocked_address)" in captured.err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -154,6 +155,16 @@ def test_trainers_sharing_a_job_name_split_the_epoch_exactly_once(cluster, serve
     assert all("lost" not in snap["failures"] for snap in snaps), snaps  # the other's share is not "lost"
     assert sum(snap["delivered"] for snap in snaps) == 48
     assert collections.Counter(snaps[0]["failures"]) + collections.Counter(snaps[1]["failures"]) == EXPECTED_FAILURES
+
+
+def test_servers_listen_on_loopback_only(cluster):
+    """127.0.0.2 is loopback too, so a wildcard listener would accept it: only 127.0.0.1 does."""
+    for address in [cluster.address, *(bound for _, bound in cluster.workers)]:
+        port = int(address.rsplit(":", 1)[1])
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=10)
+    assert cluster.address.startswith("grpc://127.0.0.1:")
 
 
 def test_invalid_processing_mode_is_refused_before_any_work(cluster):

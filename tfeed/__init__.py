@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "image_dataset_from_urls": "tfeed.api",
     "FetchConfig": "tfeed.config",
+    "PRIVATE_NETWORKS": "tfeed.contract",
+    "DEFAULT_DENY_NETWORKS": "tfeed.contract",
     "FetchEngine": "tfeed.fetching.python.engine",
     "Failure": "tfeed.errors",
     "FetchError": "tfeed.errors",

@@ -6,6 +6,9 @@ import dataclasses
 import os
 from typing import Optional
 
+from tfeed import contract
+from tfeed.addresses import parse_networks
+
 
 def check_choice(name: str, value, choices) -> None:
     """ValueError naming ``name``, what was received and what is allowed."""
@@ -56,6 +59,14 @@ class FetchConfig:
         instead of the system's (e.g. a company's private CA).
     verify_tls: ``False`` accepts any server certificate (never on the open
         internet).  An untrusted certificate counts as ``tls`` and is not retried.
+    deny_networks: IP networks (CIDR strings) never connected to, checked on
+        the address each connection is about to open (after DNS, on every
+        redirect).  A URL that would reach one counts as ``blocked_address``
+        and is not retried.  Default :data:`tfeed.contract.DEFAULT_DENY_NETWORKS`:
+        every non-public range (private, CGNAT, link-local, cloud metadata,
+        multicast, ...) except loopback.  ``tfeed.contract.PRIVATE_NETWORKS``
+        adds loopback; ``()`` allows every address.  Needs ``trust_env=False``
+        (behind a proxy the target's address is the proxy's to resolve).
     """
 
     max_in_flight: int = 256
@@ -79,6 +90,7 @@ class FetchConfig:
     host_patience: float = 300.0
     max_requests_per_second_per_host: Optional[float] = None
     respect_opt_out: bool = True
+    deny_networks: tuple = contract.DEFAULT_DENY_NETWORKS
 
     def __post_init__(self):
         for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):
@@ -97,6 +109,11 @@ class FetchConfig:
         if not schemes:
             raise ValueError("schemes must name at least one URL scheme")
         object.__setattr__(self, "schemes", schemes)
+        object.__setattr__(self, "deny_networks", parse_networks(self.deny_networks))
+        if self.deny_networks and self.trust_env:
+            raise ValueError("trust_env=True sends requests through a proxy, where deny_networks cannot see the "
+                             "address reached: pass deny_networks=() with trust_env=True (and let the proxy "
+                             "enforce the policy), or trust_env=False")
         if self.ca_file is not None:
             if not os.path.isfile(self.ca_file):
                 raise ValueError(f"ca_file {self.ca_file!r} is not a file")

@@ -21,7 +21,7 @@ from tfeed import errors
 REASONS = (errors.TIMEOUT, errors.CONNECTION, errors.DNS, errors.TOO_LARGE, errors.TRUNCATED,
            errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.DECODE_ERROR, errors.INVALID_URL,
            errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS, errors.RATE_LIMITED,
-           errors.OPTED_OUT)
+           errors.OPTED_OUT, errors.BLOCKED_ADDRESS)
 
 # -- retries ---------------------------------------------------------------------
 # A final status >= 500, or one of these, is retried (with backoff); other 4xx are not.
@@ -68,6 +68,24 @@ CACHE_HEADER_FORMAT = "<4sQI"
 CACHE_HEADER_BYTES = 16
 # Failures remembered in the cache (``<entry>.fail``), so later epochs skip dead URLs.
 PERMANENT_REASONS = ("http_404", "http_410", errors.NOT_IMAGE)
+
+# -- the address policy (tfeed.addresses; the native op's address_policy.cc) ---------------
+# Checked on the address a connection is about to open (after DNS, on every redirect), so
+# literal IPs in any form, DNS answers and redirects are all covered.  An IPv4-mapped
+# IPv6 address (::ffff:a.b.c.d) is checked as the IPv4 address it carries.
+METADATA_NETWORKS = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32")
+LINK_LOCAL_NETWORKS = ("169.254.0.0/16", "fe80::/10")
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+# Every range that is not the public internet (IANA special-purpose registries).
+PRIVATE_NETWORKS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", *LOOPBACK_NETWORKS[:1], *LINK_LOCAL_NETWORKS[:1],
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", *METADATA_NETWORKS[2:],
+    "::/128", *LOOPBACK_NETWORKS[1:], "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+    "fc00::/7", *LINK_LOCAL_NETWORKS[1:], "fec0::/10", "ff00::/8", *METADATA_NETWORKS[1:2])
+# The default: every non-global range except loopback (this machine, where tests and
+# local image servers run).  deny_networks=PRIVATE_NETWORKS adds loopback; () allows all.
+DEFAULT_DENY_NETWORKS = tuple(n for n in PRIVATE_NETWORKS if n not in LOOPBACK_NETWORKS)
 
 # -- calls -----------------------------------------------------------------------------
 GROUP_SIZE = 32  # URLs per fetch call (a group of the URL generator)

@@ -26,6 +26,7 @@ READ_ERROR = "read_error"
 HTTP_5XX = "http_5xx"
 RATE_LIMITED = "rate_limited"  # the host answered only 429/503/refusals for longer than host_patience
 OPTED_OUT = "opted_out"  # FetchConfig.respect_opt_out: the response carried X-Robots-Tag: noai / noimageai
+BLOCKED_ADDRESS = "blocked_address"  # the address is in FetchConfig.deny_networks: never requested, never retried
 TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
 
 

@@ -25,13 +25,16 @@ import time
 import zlib
 from typing import Callable, Dict, Optional
 
-from tfeed import contract
+from tfeed import contract, safefs
 
 MAGIC = contract.CACHE_MAGIC
 _HEADER = struct.Struct(contract.CACHE_HEADER_FORMAT)
 HEADER_BYTES = _HEADER.size
 PERMANENT_REASONS = frozenset(contract.PERMANENT_REASONS)
 _TMP_MAX_AGE_S = 3600.0
+MAX_ENTRY_BYTES = 1 << 30  # a larger file in the cache directory is not an entry tfeed wrote
+_MAX_REASON_BYTES = 64
+_CLOCK_SKEW_S = 60.0  # a .fail marker dated further ahead than this is expired, not kept forever
 
 
 class DiskCache:
@@ -48,7 +51,7 @@ class DiskCache:
         self.directory = os.path.abspath(os.fspath(directory))
         self.max_bytes = max_bytes
         self.remember_failures_s = float(remember_failures_s)
-        os.makedirs(self.directory, exist_ok=True)
+        safefs.make_private_directory(self.directory, "cache directory")
         self._lock = threading.Lock()  # guards the two counters below
         self._evicting = threading.RLock()  # one eviction at a time
         self._approx_size: Optional[int] = None
@@ -80,11 +83,12 @@ class DiskCache:
         """The cached body of ``url``, or None (missing, or corrupt and now deleted)."""
         path = self.path_for(url)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            data = safefs.read_regular(path, MAX_ENTRY_BYTES)
         except FileNotFoundError:
             return None
-        body = _unpack(data)
+        except OSError:  # a symlink, FIFO or device planted in the cache: not an entry
+            data = None
+        body = _unpack(data) if data is not None else None
         if body is None:
             self._discard(path)
             return None
@@ -113,13 +117,14 @@ class DiskCache:
             return None
         path = self.path_for(url) + ".fail"
         try:
-            if time.time() - os.path.getmtime(path) > self.remember_failures_s:
+            age = time.time() - os.lstat(path).st_mtime
+            if age > self.remember_failures_s or age < -_CLOCK_SKEW_S:  # a future time expires too
                 self._discard(path, corrupt=False)
                 return None
-            with open(path, "rb") as handle:
-                return handle.read().decode() or None
-        except (FileNotFoundError, UnicodeDecodeError):
+            reason = (safefs.read_regular(path, _MAX_REASON_BYTES) or b"").decode()
+        except (OSError, UnicodeDecodeError):
             return None
+        return reason if reason in PERMANENT_REASONS else None
 
     # -- size cap --------------------------------------------------------
     def size(self) -> int:
@@ -208,8 +213,5 @@ def _unpack(data: bytes) -> Optional[bytes]:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    safefs.write_atomic(path, data)

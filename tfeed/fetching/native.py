@@ -275,7 +275,8 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Op
                 remember_failures_s=cache.remember_failures_s if cache is not None else 0.0,
                 adaptive=config.adaptive, host_patience=config.host_patience,
                 max_requests_per_second_per_host=config.max_requests_per_second_per_host or 0.0,
-                respect_opt_out=config.respect_opt_out)
+                respect_opt_out=config.respect_opt_out,
+                deny_networks=list(config.deny_networks))
 
 
 def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable, cache=None):

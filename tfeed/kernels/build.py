@@ -37,12 +37,14 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from tfeed import safefs
 from tfeed.kernels import contract_header
 
 HERE = Path(__file__).resolve().parent
@@ -135,24 +137,41 @@ def build(cache_dir: Optional[os.PathLike] = None, compiler: str = "g++", force:
     lib = _library(library)
     target = library_path(cache_dir, compiler, library)
     if target.exists() and not force:
-        return target
+        return verified(target)
     compiler_path = shutil.which(compiler)
     if compiler_path is None:
         raise BuildError(f"no C++ compiler {compiler!r} on PATH; install one: {lib.install_hint}", "compiler")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(target.parent, mode=0o700, exist_ok=True)
+        safefs.check_private_directory(str(target.parent), "op cache directory")
     except OSError as exc:
         raise BuildError(f"cannot create the op cache {target.parent}: {exc}; pass cache_dir=") from exc
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same library
         if target.exists() and not force:
-            return target
+            return verified(target)
         build_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
             os.replace(_compile(lib, compiler_path, build_dir), target)
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
     return target
+
+
+def verified(path: Path) -> Path:
+    """``path`` once it is shown to be a library this user built: a regular
+    file (not a symlink) owned by this user and writable by no one else, in a
+    directory of the same kind.  Raises BuildError otherwise (a library planted
+    at the expected path is never loaded)."""
+    try:
+        safefs.check_private_directory(str(path.parent), "op cache directory")
+        info = os.lstat(path)
+    except OSError as exc:
+        raise BuildError(f"refusing to load {path}: {exc}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise BuildError(f"refusing to load {path}: not a regular file owned by this user and writable only by it; "
+                         "delete it, or pass cache_dir=")
+    return path
 
 
 def build_all(cache_dir: Optional[os.PathLike] = None, compiler: str = "g++",

@@ -26,7 +26,7 @@ from tfeed.errors import resolve_policy
 from tfeed.plan import Plan, attach, make_plan
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
-from tfeed.source.generator import NO_LABEL, LabelIndex, Selection
+from tfeed.source.generator import LabelIndex, Selection, admit
 from tfeed.stats import Stats
 
 # Elements are decoded images: snappy gains little on them and costs CPU on both sides.
@@ -128,13 +128,10 @@ def read_selection(factory, selection: Selection, label_index: Optional[LabelInd
     indices: List[int] = []
     invalid: List[errors.Failure] = []
     for url, label in selection.select(factory()):
-        if label_index is None:
-            index = NO_LABEL
-        else:
-            index = label_index.encode(label)
-            if index is None:
-                invalid.append(errors.Failure(url, errors.INVALID_LABEL, f"label {label!r} is not a class"))
-                continue
+        url, index, failure = admit(url, label, label_index)
+        if failure is not None:
+            invalid.append(failure)
+            continue
         urls.append(url)
         indices.append(index)
     return np.array(urls, dtype=object), np.array(indices, dtype=np.int64), tuple(invalid)

@@ -36,15 +36,18 @@ def serve_dispatcher(ready: Callable[[str], None], stop: threading.Event, *, por
     _wait(stop, server)
 
 
-def serve_worker(dispatcher: str, ready: Callable[[str], None], stop: threading.Event, *, port: int = 0) -> None:
+def serve_worker(dispatcher: str, ready: Callable[[str], None], stop: threading.Event, *, port: int = 0,
+                 host: Optional[str] = None) -> None:
     """Run a worker of ``dispatcher`` (``grpc://host:port``) until ``stop``;
-    ``ready("grpc://localhost:PORT")`` with the worker's own address."""
+    ``ready("grpc://localhost:PORT")`` with the worker's own address.
+    ``host``: the address trainers reach it at (default ``localhost``)."""
     import tensorflow as tf
 
     ops = _load_op()
     _log.info("native fetch op loaded (%s)", ops.tfeed_curl_version().numpy().decode())
     address = dispatcher.split("://", 1)[1] if "://" in dispatcher else dispatcher
-    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port)
+    advertised = {} if host is None else {"worker_address": f"{f'[{host}]' if ':' in host else host}:%port%"}
+    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address, port=port, **advertised)
     server = tf.data.experimental.service.WorkerServer(config)
     bound = f"grpc://{server._address}"  # noqa: SLF001 - the only place TensorFlow exposes the bound port
     _log.info("worker on %s, dispatcher %s", bound, dispatcher)

@@ -20,7 +20,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfeed import contract, errors
+from tfeed import contract, errors, urls
+from tfeed.source.labels import LabelIndex
 from tfeed.source.readers import PairFactory
 from tfeed.resume import Position, url_key
 from tfeed.stats import Stats
@@ -57,7 +58,7 @@ class Selection:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index} of {self.num_shards}")
 
     def in_validation(self, url: str) -> bool:
-        digest = hashlib.blake2b(f"{self.split_seed}\0{url}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{self.split_seed}\0{url}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
         return int.from_bytes(digest, "little") / 2.0**64 < self.validation_split
 
     def select(self, pairs: Iterator) -> Iterator:
@@ -67,52 +68,6 @@ class Selection:
         if self.num_shards > 1:
             pairs = itertools.islice(pairs, self.shard_index, None, self.num_shards)
         return pairs
-
-
-class LabelIndex:
-    """Maps raw labels (class names or ints) to class indices 0..n-1.
-
-    With ``class_names=None`` they are inferred with one streamed pass over
-    the source: integer labels (or integer strings) keep their value and
-    ``class_names`` becomes ``["0", ..., str(max)]``; other labels are sorted.
-    """
-
-    def __init__(self, class_names: Sequence[str]):
-        self.class_names: List[str] = [str(name) for name in class_names]
-        if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"class_names has duplicates: {self.class_names}")
-        self._index: Dict[str, int] = {name: i for i, name in enumerate(self.class_names)}
-
-    @classmethod
-    def infer(cls, factory: PairFactory) -> "LabelIndex":
-        seen = {pair[1] for pair in factory() if pair[1] is not None}
-        if not seen:
-            raise ValueError("labels='inferred' but the source has no labels; pass labels=None or a list")
-        ints = [_as_int(label) for label in seen]
-        if all(value is not None and value >= 0 for value in ints):
-            return cls([str(i) for i in range(max(ints) + 1)])
-        return cls(sorted(str(label) for label in seen))
-
-    def __len__(self) -> int:
-        return len(self.class_names)
-
-    def encode(self, label) -> Optional[int]:
-        """Class index of ``label``, or None if it names no class."""
-        index = self._index.get(str(label))
-        if index is None and isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self):
-            index = label
-        return index
-
-
-def _as_int(value) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
 
 
 def with_labels(factory: PairFactory, labels: Sequence) -> Tuple[PairFactory, int]:
@@ -136,7 +91,7 @@ def resolve_labels(factory: PairFactory, labels, class_names: Optional[Sequence[
         factory, _ = with_labels(factory, labels)
     elif labels != "inferred":
         raise ValueError(f'labels must be "inferred", None or a list, got {labels!r}')
-    label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(factory)
+    label_index = LabelIndex(class_names) if class_names is not None else LabelIndex.infer(pair[1] for pair in factory())
     return factory, label_index
 
 
@@ -191,10 +146,11 @@ class UrlGenerator:
     def _groups(self, pairs, skip) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         urls, labels = [], []
         for url, label in pairs:
-            if skip is not None and url_key(url) in skip:
+            url, index, failure = admit(url, label, self._labels)
+            if failure is not None:
+                self._stats.record_failure(failure)
                 continue
-            index = self._encode(url, label)
-            if index is None:
+            if skip is not None and url_key(url) in skip:
                 continue
             urls.append(url)
             labels.append(index)
@@ -204,13 +160,21 @@ class UrlGenerator:
         if urls:
             yield np.array(urls, dtype=object), np.array(labels, dtype=np.int64)
 
-    def _encode(self, url: str, label) -> Optional[int]:
-        if self._labels is None:
-            return NO_LABEL
-        index = self._labels.encode(label)
-        if index is None:
-            self._stats.record_failure(errors.Failure(url, errors.INVALID_LABEL, f"label {label!r} is not a class"))
-        return index
+
+
+def admit(url, label, label_index: Optional[LabelIndex]) -> Tuple[Optional[str], int, Optional[errors.Failure]]:
+    """``(normalised url, class index, None)``, or ``(None, 0, failure)`` for a
+    URL that is ``invalid_url`` (:func:`tfeed.urls.normalize`) or whose label
+    names no class (``invalid_label``)."""
+    normal, why = urls.normalize(url)
+    if normal is None:
+        return None, 0, errors.Failure(url if isinstance(url, str) else repr(url), errors.INVALID_URL, why)
+    if label_index is None:
+        return normal, NO_LABEL, None
+    index = label_index.encode(label)
+    if index is None:
+        return None, 0, errors.Failure(normal, errors.INVALID_LABEL, f"label {label!r} is not a class")
+    return normal, index, None
 
 
 def url_dataset(generator: UrlGenerator, group_size: int = contract.GROUP_SIZE) -> tf.data.Dataset:

@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 Pair = Tuple[str, Optional[object]]
@@ -48,16 +49,22 @@ def pair_factory(source, *, url_column: str = "url", label_column: str = "label"
 
 
 def _as_pairs(items: Iterable) -> Iterator[Pair]:
+    """``(url, label)`` of each item: a URL alone, or a pair.  Anything else is
+    passed on as a URL, for the source stage to count as ``invalid_url``."""
     for item in items:
         if isinstance(item, (str, bytes)):
             yield _text(item), None
-        else:
+            continue
+        try:
             url, label = item
-            yield _text(url), label
+        except (TypeError, ValueError):
+            url, label = item, None
+        yield _text(url), label
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _text(value):
+    """``value`` decoded if bytes (invalid UTF-8 replaced), else as it is."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def file_format(path: str) -> str:
@@ -87,49 +94,92 @@ def _open_text(path: str):
     return open(path, encoding="utf-8", newline="")
 
 
+class MalformedFile(ValueError):
+    """A URL-list file that cannot be read on: names the file and the line (or Parquet row)."""
+
+
+# What a damaged file raises while being read: bad gzip, bad UTF-8, an oversized CSV field.
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error)
+
+
+def _located(path: str, where: Callable[[], str], rows: Iterator[Pair]) -> Iterator[Pair]:
+    """``rows``, with an error of a damaged file re-raised as MalformedFile at ``where()``."""
+    try:
+        yield from rows
+    except MalformedFile:
+        raise
+    except _READ_ERRORS as exc:
+        raise MalformedFile(f"{path}:{where()}: cannot read on: {type(exc).__name__}: {exc}") from exc
+
+
 def _read_txt(path, suffix, url_column, label_column) -> Iterator[Pair]:
-    with _open_text(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            url, _, label = line.partition("\t")
-            yield url.strip(), (label.strip() or None)
+    line_number = [0]
+
+    def rows():
+        with _open_text(path) as handle:
+            for line in handle:
+                line_number[0] += 1
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                url, _, label = line.partition("\t")
+                yield url.strip(), (label.strip() or None)
+
+    return _located(path, lambda: f"line {line_number[0] + 1}", rows())
 
 
 def _read_delimited(path, suffix, url_column, label_column) -> Iterator[Pair]:
-    with _open_text(path) as handle:
-        rows = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-        _check_columns(path, rows.fieldnames or [], url_column)
-        for row in rows:
-            yield row[url_column], (row.get(label_column) or None)
+    reader = []
+
+    def rows():
+        with _open_text(path) as handle:
+            reader.append(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+            _check_columns(path, reader[0].fieldnames or [], url_column)
+            for row in reader[0]:
+                yield row[url_column], (row.get(label_column) or None)
+
+    return _located(path, lambda: f"line {reader[0].line_num + 1 if reader else 1}", rows())
 
 
 def _read_jsonl(path, suffix, url_column, label_column) -> Iterator[Pair]:
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-            if url_column not in row:
-                raise ValueError(f"{path}:{number}: no {url_column!r} key in {sorted(row)}")
-            yield row[url_column], row.get(label_column)
+    line_number = [0]
+
+    def rows():
+        with _open_text(path) as handle:
+            for number, line in enumerate(handle, 1):
+                line_number[0] = number
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise MalformedFile(f"{path}:line {number}: not JSON: {exc}") from None
+                if not isinstance(row, dict) or url_column not in row:
+                    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                    raise MalformedFile(f"{path}:line {number}: no {url_column!r} key in {keys}")
+                yield row[url_column], row.get(label_column)
+
+    return _located(path, lambda: f"line {line_number[0] + 1}", rows())
 
 
 def _read_parquet(path, url_column, label_column) -> Iterator[Pair]:
     import pyarrow.parquet as pq
 
-    handle = pq.ParquetFile(path)
-    names = handle.schema_arrow.names
-    _check_columns(path, names, url_column)
-    columns = [url_column] + ([label_column] if label_column in names else [])
-    for batch in handle.iter_batches(batch_size=8192, columns=columns):
-        urls = batch.column(url_column).to_pylist()
-        labels = batch.column(label_column).to_pylist() if len(columns) > 1 else [None] * len(urls)
-        yield from zip(urls, labels)
+    import pyarrow as pa
+
+    row = 0
+    try:
+        handle = pq.ParquetFile(path)
+        names = handle.schema_arrow.names
+        _check_columns(path, names, url_column)
+        columns = [url_column] + ([label_column] if label_column in names else [])
+        for batch in handle.iter_batches(batch_size=8192, columns=columns):
+            urls = batch.column(url_column).to_pylist()
+            labels = batch.column(label_column).to_pylist() if len(columns) > 1 else [None] * len(urls)
+            yield from zip(urls, labels)
+            row += len(urls)
+    except (pa.ArrowException, OSError) as exc:
+        raise MalformedFile(f"{path}:row {row}: cannot read on: {type(exc).__name__}: {exc}") from exc
 
 
 def _check_columns(path, names, url_column) -> None:

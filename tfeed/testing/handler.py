@@ -167,6 +167,8 @@ class Handler:
         if status is not None:
             silent = status < 200 or status in (204, 304)
             return web.Response(status=status, text=None if silent else f"injected status {status}\n")
+        if "location" in query:  # a redirect to any URL (another host, another scheme)
+            raise web.HTTPFound(query["location"])
         hops = _param(query, "redirect", int, 0)
         if hops > 0:
             rest = dict(query, redirect=str(hops - 1))

@@ -113,7 +113,7 @@ class ImageServer:
 
     Faults, as query parameters on an image path (see :meth:`url`): ``status=CODE``,
     ``delay=S``, ``hang=1``, ``drip=S&chunk=N``, ``truncate=FRACTION``, ``corrupt=1``,
-    ``html=1``, ``redirect=N``, ``fail=K&fail_status=503&retry_after=S`` (the first K
+    ``html=1``, ``redirect=N``, ``location=URL`` (a 302 to URL), ``fail=K&fail_status=503&retry_after=S`` (the first K
     requests for that exact URL fail), ``gzip=1``; ``/blob?size=N`` serves N bytes
     that sniff as JPEG. Unknown names answer 404, malformed faults 400.
     """

@@ -43,14 +43,19 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ca-file", default=None, metavar="PEM",
                        help="CA certificates trusted for https instead of the system's")
     group.add_argument("--insecure", action="store_true", help="accept any https certificate (like curl -k)")
+    group.add_argument("--deny-private", action="store_true",
+                       help="also refuse loopback addresses (by default every private, link-local and cloud "
+                            "metadata address is refused, loopback allowed); see docs/security.md")
 
 
 def fetch_config(args: argparse.Namespace, **overrides):
     """A :class:`tfeed.FetchConfig` from the fetch options (unset ones keep tfeed's defaults)."""
+    from tfeed import contract
     from tfeed.config import FetchConfig
 
     changes = {"max_in_flight": args.max_in_flight, "deadline": args.timeout, "retries": args.retries,
-               "ca_file": args.ca_file, "verify_tls": False if args.insecure else None}
+               "ca_file": args.ca_file, "verify_tls": False if args.insecure else None,
+               "deny_networks": contract.PRIVATE_NETWORKS if getattr(args, "deny_private", False) else None}
     changes.update(overrides)
     return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import os
 import random
 import socket
 import time
@@ -19,8 +18,9 @@ from typing import Optional
 
 import aiohttp
 
-from tfeed import contract, errors
+from tfeed import contract, errors, safefs, urls
 from tfeed.fetching import sniff
+from tfeed.fetching.python.guard import blocked
 from tfeed.config import FetchConfig
 
 _CHUNK = 1 << 16
@@ -90,6 +90,9 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     ``Outcome.overload`` instead of being retried: the caller's host limiter
     decides when the URL goes again.
     """
+    refused = urls.refusal(url)
+    if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
+        return Outcome(failure=errors.Failure(url, errors.INVALID_URL, refused))
     scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme in ("http", "https") and scheme in config.schemes:
         fetch = _fetch_http(session, url, config, rng, stop_on_overload)
@@ -150,20 +153,8 @@ async def _attempt_http(session, url, config) -> _Attempt:
             if config.respect_opt_out and any(map(contract.opts_out, robots)):
                 return _Attempt(reason=errors.OPTED_OUT, detail=contract.OPT_OUT_DETAIL)
             return await _read_body(response, config)
-    except aiohttp.ClientConnectorCertificateError as exc:  # also a ValueError: before invalid_url
-        return _Attempt(reason=errors.TLS, detail=str(exc))
-    except aiohttp.ClientConnectorSSLError as exc:
-        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
-    except aiohttp.TooManyRedirects:
-        return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
-        return _Attempt(reason=errors.INVALID_URL, detail=str(exc) or type(exc).__name__)
-    except aiohttp.ClientConnectorDNSError as exc:
-        return _Attempt(reason=errors.DNS, detail=str(exc), retryable=True)
     except aiohttp.ClientConnectorError as exc:
-        reason = errors.DNS if isinstance(exc.os_error, socket.gaierror) else errors.CONNECTION
-        refused = isinstance(exc.os_error, (ConnectionRefusedError, ConnectionResetError))
-        return _Attempt(reason=reason, detail=str(exc), retryable=True, overload_status=0 if refused else None)
+        return _connector_error(exc)
     except aiohttp.ServerDisconnectedError as exc:  # reset or closed before the response: the host shed us
         return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True,
                         overload_status=0)
@@ -174,8 +165,27 @@ async def _attempt_http(session, url, config) -> _Attempt:
         return _Attempt(reason=errors.TRUNCATED, detail=str(exc), retryable=True)
     except (TimeoutError, asyncio.TimeoutError) as exc:
         return _Attempt(reason=errors.TIMEOUT, detail=str(exc) or "no data within read_timeout", retryable=True)
+    except aiohttp.TooManyRedirects:
+        return _Attempt(reason=errors.TOO_MANY_REDIRECTS, detail=f"more than {config.max_redirects} redirects")
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
+        return _Attempt(reason=errors.INVALID_URL, detail=str(exc) or type(exc).__name__)
     except (aiohttp.ClientError, OSError) as exc:
         return _Attempt(reason=errors.CONNECTION, detail=f"{type(exc).__name__}: {exc}", retryable=True)
+
+
+def _connector_error(exc: aiohttp.ClientConnectorError) -> _Attempt:
+    """The attempt of a request that opened no connection: blocked, TLS, DNS or connection."""
+    denied = blocked(exc)
+    if denied is not None:  # never retried: the address will not change its network
+        return _Attempt(reason=errors.BLOCKED_ADDRESS, detail=str(denied.strerror))
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _Attempt(reason=errors.TLS, detail=str(exc))
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return _Attempt(reason=errors.TLS, detail=str(exc), retryable=True)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(exc.os_error, socket.gaierror):
+        return _Attempt(reason=errors.DNS, detail=str(exc), retryable=True)
+    refused = isinstance(exc.os_error, (ConnectionRefusedError, ConnectionResetError))
+    return _Attempt(reason=errors.CONNECTION, detail=str(exc), retryable=True, overload_status=0 if refused else None)
 
 
 async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _Attempt:
@@ -195,7 +205,19 @@ async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _
 
 async def _read_local(url: str, config: FetchConfig) -> Outcome:
     path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
-    return await asyncio.get_running_loop().run_in_executor(None, _read_file, url, path, open, os.path.getsize, config)
+    return await asyncio.get_running_loop().run_in_executor(None, _read_regular_file, url, path, config)
+
+
+def _read_regular_file(url: str, path: str, config: FetchConfig) -> Outcome:
+    """A local file: only a regular file (a FIFO or device is a read_error, its
+    open never blocks), at most ``max_bytes`` (else too_large)."""
+    try:
+        body = safefs.read_regular(path, config.max_bytes, follow=True)
+    except OSError as exc:
+        return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
+    if body is None:
+        return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"file exceeds max_bytes {config.max_bytes}"))
+    return Outcome(body=body)
 
 
 async def _read_gfile(url: str, config: FetchConfig) -> Outcome:
@@ -211,7 +233,10 @@ def _read_file(url, path, opener, size_of, config) -> Outcome:
         if size > config.max_bytes:
             return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"{size} bytes > max_bytes {config.max_bytes}"))
         with opener(path, "rb") as handle:
-            return Outcome(body=handle.read())
+            body = handle.read(config.max_bytes + 1)  # never more than the cap, whatever the size said
+        if len(body) > config.max_bytes:
+            return Outcome(failure=errors.Failure(url, errors.TOO_LARGE, f"file exceeds max_bytes {config.max_bytes}"))
+        return Outcome(body=body)
     except Exception as exc:  # noqa: BLE001 - any storage error is a counted read_error
         return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
 

@@ -31,6 +31,7 @@ from tfeed import errors
 from tfeed.fetching.cache import DiskCache
 from tfeed.config import FetchConfig
 from tfeed.fetching.python.download import download
+from tfeed.fetching.python.guard import connector_hooks
 from tfeed.fetching.python.hosts import Host, HostQueues, Pending
 from tfeed.stats import Stats
 
@@ -219,9 +220,11 @@ class FetchEngine:
         connector = aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                          limit_per_host=self.config.connections_per_host,
                                          ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True,
-                                         ssl=tls_context(self.config))
+                                         ssl=tls_context(self.config), **connector_hooks(self.config.deny_networks))
+        # No cookie jar: one host's cookies never reach another, nor a later request.
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.config.user_agent},
-                                     auto_decompress=True, trust_env=self.config.trust_env)
+                                     auto_decompress=True, trust_env=self.config.trust_env,
+                                     cookie_jar=aiohttp.DummyCookieJar())
 
     def _enqueue(self, items) -> None:
         for item in items:

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "contract.h"
+#include "address_policy.h"
 #include "fetcher.h"
 #include "sniff.h"
 
@@ -62,8 +63,14 @@ size_t Fetcher::OnHeader(char* line, size_t size, size_t count, void* user) {
   return n;
 }
 
-int Fetcher::OnConnected(void* user, char*, char*, int, int) {
+int Fetcher::OnConnected(void* user, char* primary_ip, char*, int, int) {
   auto* t = static_cast<Transfer*>(user);
+  // A pooled connection opened for a transfer with another policy: checked before any request.
+  const DeniedNetwork* denied = DeniedByText(primary_ip, t->batch->opt->deny_networks);
+  if (denied != nullptr) {
+    t->blocked = BlockedDetail(primary_ip != nullptr ? primary_ip : "?", *denied);
+    return 1;  // CURL_PREREQFUNC_ABORT
+  }
   t->connected = true;
   t->last_activity = Clock::now();
   return 0;  // CURL_PREREQFUNC_OK
@@ -152,8 +159,13 @@ void Fetcher::StartAttempt(Transfer* t, Clock::time_point now) {
   t->body.clear();
   t->too_large = t->status_checked = t->discard = t->read_timed_out = t->opted_out = false;
   t->errbuf[0] = 0;
+  t->blocked.clear();
   t->last_activity = t->attempt_began = now;
   ConfigureHandle(e, t, left_ms, now);
+  if (!ConfineProtocols(e, opt.protocols)) {  // fail closed: never a transfer that could follow ftp:// or gopher://
+    ReleaseEasy(t);
+    return Complete(t, Failed(c::kInvalidUrl, "this libcurl cannot restrict redirects to " + opt.protocols));
+  }
   t->active_pos = active_.size();
   active_.push_back(t);
   if (Curl().multi_add_handle(multi_, e) != CURLM_OK) {
@@ -183,8 +195,9 @@ void Fetcher::ConfigureHandle(CURL* e, Transfer* t, long left_ms, Clock::time_po
   api.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(opt.max_bytes));
   api.easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, static_cast<long>(opt.dns_cache_ttl));
   api.easy_setopt(e, CURLOPT_USERAGENT, opt.user_agent.c_str());
-  if (api.easy_setopt(e, kOptProtocolsStr, opt.protocols.c_str()) == CURLE_OK) {
-    api.easy_setopt(e, kOptRedirProtocolsStr, opt.protocols.c_str());
+  if (!opt.deny_networks.empty()) {
+    api.easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &OpenCheckedSocket);
+    api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, static_cast<void*>(t));
   }
   if (!opt.ca_file.empty()) api.easy_setopt(e, CURLOPT_CAINFO, opt.ca_file.c_str());
   if (!opt.verify_tls) {
@@ -252,6 +265,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
   end.read_timed_out = t->read_timed_out;
   end.opted_out = t->opted_out;
   end.error = t->errbuf[0] ? t->errbuf : api.easy_strerror(rc);
+  end.blocked = t->blocked;
   if (end.read_timed_out || rc != CURLE_OK) return end;
   api.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &end.status);
   curl_off_t after = -1;
@@ -289,7 +303,7 @@ void Fetcher::Finish(Transfer* t, CURLcode rc) {
 // is down, not busy: its refusals fail as usual.
 bool Fetcher::Requeue(Transfer* t, const AttemptEnd& end, Clock::time_point now) {
   Host* host = t->host;
-  if (host == nullptr || !host->adaptive || t->sheds >= c::kShedsPerUrl) return false;
+  if (host == nullptr || !host->adaptive || t->sheds >= c::kShedsPerUrl || !end.blocked.empty()) return false;
   const bool status_overload = end.curl_code == CURLE_OK && (end.status == 429 || end.status == 503);
   const bool connection_overload =
       end.curl_code == CURLE_COULDNT_CONNECT || end.curl_code == CURLE_RECV_ERROR ||

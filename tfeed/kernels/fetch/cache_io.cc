@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -101,11 +103,17 @@ uint32_t Checksum(const char* data, size_t n) {
 
 bool ReadFully(int fd, char* out, size_t size) { return ReadUpTo(fd, out, size) == size; }
 
+// Entries are opened without following a symlink and without blocking (a
+// planted FIFO never hangs the reader); only regular files count.
+constexpr int kReadFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+constexpr off_t kMaxReasonBytes = 64;
+constexpr double kClockSkewS = 60;  // a .fail dated further ahead is expired (tfeed/fetching/cache.py)
+
 bool ReadAll(const std::string& path, std::string* out) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), kReadFlags);
   if (fd < 0) return false;
   struct stat st;
-  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= kMaxReasonBytes;
   if (ok) {
     out->resize(st.st_size);
     out->resize(ReadUpTo(fd, out->data(), out->size()));
@@ -126,13 +134,18 @@ bool ReadHeader(int fd, size_t file_size, uint64_t* length, uint32_t* crc) {
   return *length == file_size - c::kCacheHeaderBytes;
 }
 
+// An unpredictable temporary name: a planted file or symlink cannot be guessed into place.
+std::string RandomSuffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char suffix[40];
+  std::snprintf(suffix, sizeof suffix, ".%016llx.tmp", static_cast<unsigned long long>(rng()));
+  return suffix;
+}
+
 void WriteAtomic(const std::string& path, const std::string& head, const char* data, size_t n) {
-  mkdir(path.substr(0, path.rfind('/')).c_str(), 0777);
-  char suffix[64];
-  std::snprintf(suffix, sizeof suffix, ".%d.%lu.tmp", static_cast<int>(getpid()),
-                static_cast<unsigned long>(pthread_self()));
-  std::string tmp = path + suffix;
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  mkdir(path.substr(0, path.rfind('/')).c_str(), 0700);
+  std::string tmp = path + RandomSuffix();
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return;  // a cache that cannot be written only costs later downloads
   bool ok = true;
   for (auto [p, left] : {std::pair<const char*, size_t>{head.data(), head.size()}, {data, n}}) {
@@ -155,14 +168,22 @@ std::string CachePath(const std::string& dir, const std::string& url) {
   return dir + "/" + digest.substr(0, 2) + "/" + digest;
 }
 
-bool ReadCached(const std::string& path, tstring* body, bool* corrupt) {
+bool ReadCached(const std::string& path, int64_t max_body, tstring* body, bool* corrupt) {
   *corrupt = false;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  int fd = open(path.c_str(), kReadFlags);
+  if (fd < 0) {
+    if (errno == ELOOP) *corrupt = unlink(path.c_str()) == 0;  // a symlink planted as an entry
+    return false;
+  }
   struct stat st;
   uint64_t length = 0;
   uint32_t crc = 0;
-  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ReadHeader(fd, st.st_size, &length, &crc);
+  bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (ok && st.st_size > max_body + static_cast<off_t>(c::kCacheHeaderBytes)) {
+    close(fd);  // larger than this config downloads: a miss (the download will say too_large), kept
+    return false;
+  }
+  ok = ok && fcntl(fd, F_SETFL, 0) == 0 && ReadHeader(fd, st.st_size, &length, &crc);
   if (ok) {
     body->resize_uninitialized(length);
     ok = ReadFully(fd, body->mdata(), length) && Checksum(body->data(), length) == crc;
@@ -179,15 +200,18 @@ bool ReadCached(const std::string& path, tstring* body, bool* corrupt) {
 std::string RememberedFailure(const std::string& path, double remember_s) {
   std::string fail_path = path + ".fail", reason;
   struct stat st;
-  if (remember_s <= 0 || stat(fail_path.c_str(), &st) != 0) return "";
+  if (remember_s <= 0 || lstat(fail_path.c_str(), &st) != 0) return "";
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   double age = static_cast<double>(now.tv_sec - st.st_mtim.tv_sec) + 1e-9 * (now.tv_nsec - st.st_mtim.tv_nsec);
-  if (age > remember_s) {
+  if (age > remember_s || age < -kClockSkewS) {  // a future time expires too: never remembered forever
     unlink(fail_path.c_str());
     return "";
   }
-  return ReadAll(fail_path, &reason) ? reason : "";
+  if (!ReadAll(fail_path, &reason)) return "";
+  for (const char* permanent : c::kPermanentReasons)
+    if (reason == permanent) return reason;
+  return "";
 }
 
 void StoreCached(const std::string& path, const tstring& body) {

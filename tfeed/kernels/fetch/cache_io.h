@@ -25,8 +25,10 @@ std::string CachePath(const std::string& dir, const std::string& url);
 
 // The cached body of an entry, or false (missing; a corrupt entry is deleted
 // and *corrupt set).  The body is read straight into the output tensor's
-// string: no zero-filled buffer, no second copy.
-bool ReadCached(const std::string& path, tensorflow::tstring* body, bool* corrupt);
+// string: no zero-filled buffer, no second copy.  Only a regular file is read
+// (a symlink, FIFO or device planted in the cache is deleted as corrupt, the
+// open never blocks); an entry of more than max_body body bytes is a miss.
+bool ReadCached(const std::string& path, int64_t max_body, tensorflow::tstring* body, bool* corrupt);
 
 // A remembered permanent failure's reason, or "" (none, or expired and deleted).
 std::string RememberedFailure(const std::string& path, double remember_s);

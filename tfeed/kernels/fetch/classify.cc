@@ -78,6 +78,7 @@ Verdict Classify(const AttemptEnd& end, const Options& opt) {
     return Failure(c::kTimeout, "no data within read_timeout " + FormatSeconds(opt.read_timeout) + "s", true);
   }
   if (end.curl_code == CURLE_OK) return FromStatus(end);
+  if (!end.blocked.empty()) return Failure(c::kBlockedAddress, end.blocked, false);  // never retried
   return FromCurlError(end, opt);
 }
 

@@ -29,6 +29,7 @@ struct AttemptEnd {
   bool read_timed_out = false;  // aborted after read_timeout seconds without data
   bool opted_out = false;       // the final response's X-Robots-Tag opts out (with respect_opt_out)
   std::string error;            // libcurl's message
+  std::string blocked;          // the address policy refused the connection: why ("" if not)
 };
 
 Verdict Classify(const AttemptEnd& end, const Options& opt);

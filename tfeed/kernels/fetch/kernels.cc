@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "address_policy.h"
 #include "cache_io.h"
 #include "contract.h"
 #include "fetcher.h"
@@ -74,6 +75,10 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("ca_file", &opt->ca_file));
   TF_RETURN_IF_ERROR(ctx->GetAttr("adaptive", &opt->adaptive));
   TF_RETURN_IF_ERROR(ctx->GetAttr("respect_opt_out", &opt->respect_opt_out));
+  std::vector<std::string> deny;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("deny_networks", &deny));
+  std::string error;
+  if (!ParseNetworks(deny, &opt->deny_networks, &error)) return tensorflow::errors::InvalidArgument(error);
   return ctx->GetAttr("verify_tls", &opt->verify_tls);
 }
 
@@ -103,7 +108,7 @@ absl::Status Validate(const Options& opt) {
 // A cache hit (a body, or a remembered permanent failure) into *body / *v; false on a miss.
 bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdict* v) {
   bool corrupt = false;
-  if (ReadCached(path, body, &corrupt)) {
+  if (ReadCached(path, opt.max_bytes, body, &corrupt)) {
     *v = CheckImage(body->data(), body->size(), opt.pass_transcodable);
   } else {
     if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
@@ -113,6 +118,18 @@ bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdi
   }
   if (!v->ok) *body = tstring();
   return true;
+}
+
+// Why the op refuses `url` as given, or "": tfeed.urls.refusal (a control
+// character anywhere, a space around a URL, a space in an http(s) URL).
+std::string Refusal(const std::string& url, const std::string& scheme) {
+  for (unsigned char ch : url) {
+    if (ch < 0x20 || ch == 0x7f) return "URL contains a control character";
+  }
+  if (url.find("://") != std::string::npos && !url.empty() && (url.front() == ' ' || url.back() == ' '))
+    return "URL has a leading or trailing space";
+  if ((scheme == "http" || scheme == "https") && url.find(' ') != std::string::npos) return "URL contains a space";
+  return "";
 }
 
 // A URL whose scheme the op does not fetch: an invalid_url verdict.
@@ -150,6 +167,11 @@ class FetchKernel : public AsyncOpKernel {
     const Options& opt = *opt_;
     std::string scheme = SchemeOf(url);
     *attempts = 0;
+    v->detail = Refusal(url, scheme);
+    if (!v->detail.empty()) {  // as the Python engine: never truncated at a NUL, never guessed at
+      v->reason = c::kInvalidUrl;
+      return false;
+    }
     if ((scheme == "http" && opt.http) || (scheme == "https" && opt.https)) {
       if (opt.cache_dir.empty()) return true;
       *cache_path = CachePath(opt.cache_dir, url);

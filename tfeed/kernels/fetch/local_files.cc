@@ -63,9 +63,9 @@ size_t ReadUpTo(int fd, char* out, size_t size) {
 Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstring* body) {
   Verdict v;
   std::string path = LocalPath(url);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO's open never blocks
   struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // FIFOs, devices, directories: read_error
     int err = fd < 0 ? errno : (S_ISREG(st.st_mode) ? errno : EISDIR);
     if (fd >= 0) close(fd);
     v.reason = c::kReadError;
@@ -78,9 +78,16 @@ Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstrin
     v.detail = std::to_string(st.st_size) + " bytes > max_bytes " + std::to_string(opt.max_bytes);
     return v;
   }
-  body->resize_uninitialized(st.st_size);
-  const size_t got = ReadUpTo(fd, body->mdata(), st.st_size);
+  fcntl(fd, F_SETFL, 0);
+  body->resize_uninitialized(st.st_size + 1);  // one byte more: a file that grew past max_bytes is caught
+  const size_t got = ReadUpTo(fd, body->mdata(), st.st_size + 1);
   close(fd);
+  if (static_cast<int64_t>(got) > opt.max_bytes) {
+    body->clear();
+    v.reason = c::kTooLarge;
+    v.detail = "file grew past max_bytes " + std::to_string(opt.max_bytes);
+    return v;
+  }
   body->resize_uninitialized(got);
   return CheckImage(body->data(), body->size(), opt.pass_transcodable);
 }

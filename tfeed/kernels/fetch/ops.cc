@@ -40,7 +40,8 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("adaptive: bool = true") \
     .Attr("host_patience: float = 300.0") \
     .Attr("max_requests_per_second_per_host: float = 0.0") \
-    .Attr("respect_opt_out: bool = true")
+    .Attr("respect_opt_out: bool = true") \
+    .Attr("deny_networks: list(string) = []")
 
 REGISTER_OP("TfeedFetch")
     .Input("urls: string")
@@ -68,6 +69,9 @@ cache_dir: a tfeed.DiskCache directory ("" for none): http(s) bodies are read
   mtime (LRU); the size cap is the caller's (tfeed.DiskCache.grew).
 ca_file: PEM file of the CAs trusted for https ("" for the system's);
   verify_tls=false accepts any certificate.
+deny_networks: CIDR networks never connected to (DNS answers, literal IPs,
+  redirects and reused connections are all checked): such a URL fails
+  blocked_address, without retries.
 )doc");
 
 REGISTER_OP("TfeedFetchPooled")

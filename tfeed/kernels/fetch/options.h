@@ -10,6 +10,14 @@
 namespace tfeed {
 namespace fetch {
 
+// One network of FetchConfig.deny_networks (address_policy.h).
+struct DeniedNetwork {
+  int family = 0;                // AF_INET or AF_INET6
+  unsigned char bytes[16] = {};  // the network address (4 bytes used for AF_INET)
+  int prefix = 0;                // prefix length in bits
+  std::string text;              // "10.0.0.0/8", as given
+};
+
 struct Options {
   double connect_timeout, read_timeout, deadline, backoff, max_backoff, dns_cache_ttl;
   int64_t retries, max_redirects, max_bytes, max_in_flight, connections_per_host;
@@ -24,6 +32,7 @@ struct Options {
   double host_patience = 300;  // seconds of nothing but overload before a host's URLs are given up
   double max_rps_per_host = 0;  // a fixed pace per host; 0: none
   bool respect_opt_out = true;  // X-Robots-Tag: noai / noimageai -> opted_out
+  std::vector<DeniedNetwork> deny_networks;  // never connected to (address_policy.h)
 };
 
 }  // namespace fetch

@@ -75,6 +75,7 @@ struct Transfer {
   bool connected = false, too_large = false, status_checked = false, discard = false, read_timed_out = false;
   bool opted_out = false;  // the current response's X-Robots-Tag opts out (respect_opt_out)
   char errbuf[CURL_ERROR_SIZE];
+  std::string blocked;  // set when the address policy refused a connection of this attempt (its detail)
 };
 
 struct Batch {
