@@ -82,7 +82,7 @@ Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstrin
   const size_t got = ReadUpTo(fd, body->mdata(), st.st_size);
   close(fd);
   body->resize_uninitialized(got);
-  return CheckImage(body->data(), body->size(), opt.pass_transcodable);
+  return CheckImage(body->data(), body->size(), opt.pass_transcodable, opt.max_pixels);
 }
 
 }  // namespace fetch
