@@ -175,3 +175,26 @@ def test_max_pixels_is_a_setting(server):
                                            fetch_config=tfeed.FetchConfig(max_pixels=max_pixels))
         assert len(list(ds)) == delivered
         assert ds.stats.snapshot()["failures"] == ({} if delivered else {"too_large": 1})
+
+
+def test_header_op_reads_what_pillow_reads(core_ops, bodies):
+    """Format, size and orientation of every generated body, as Pillow sees them."""
+    import io
+
+    from PIL import Image
+
+    from tfeed import contract
+
+    names = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "ICO": "ico", "TIFF": "tiff", "GIF": "gif"}
+    checked = 0
+    for name, body in bodies.items():
+        if name.startswith(("page", "photo.heic", "bomb")):
+            continue
+        code, height, width, orientation, _, animated = core_ops.tfeed_image_header(body).numpy().tolist()
+        with Image.open(io.BytesIO(body)) as image:
+            assert contract.HEADER_FORMATS[code] == names[image.format], name
+            assert (width, height) == image.size, name
+            assert orientation == image.getexif().get(0x0112, 1), name
+            assert animated == int(getattr(image, "is_animated", False) and image.format == "WEBP"), name
+        checked += 1
+    assert checked == 15

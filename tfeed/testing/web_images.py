@@ -77,7 +77,7 @@ def with_alpha(image: np.ndarray, fmt: str) -> bytes:
     """``image`` (RGBA ``[H, W, 4]``) as ``"png"``, ``"webp"`` (lossless) or ``"avif"``."""
     if fmt == "avif":
         return avif(image)
-    params = {"lossless": True} if fmt == "webp" else {}
+    params = {"lossless": True, "exact": True} if fmt == "webp" else {}  # exact: keep RGB under alpha 0
     return _save(_pil(image, "RGBA"), fmt.upper(), **params)
 
 
@@ -141,7 +141,7 @@ def modern_web_corpus(n: int, seed: int = 0, workers=None) -> dict:
 
     Of every 10: 6 JPEGs of 1-12 MP (phone and news sizes, 4:3 / 3:2 /
     16:9, either way up; every second one carries an EXIF orientation of 2-8,
-    stored accordingly), 2 WebPs (0.5-2 MP), 1 AVIF (0.5-2 MP) and 1 PNG with
+    stored accordingly, the others no EXIF), 2 WebPs (0.5-2 MP), 1 AVIF (0.5-2 MP) and 1 PNG with
     alpha (0.2-1 MP, a soft-edged transparent margin).  Deterministic in
     ``seed``."""
     photos = list(sample_photos().values())
@@ -159,6 +159,8 @@ def modern_web_corpus(n: int, seed: int = 0, workers=None) -> dict:
     def make(job):
         i, kind, photo, megapixels, aspect, orientation, job_seed = job
         image = _phone_photo(photo, megapixels, aspect, np.random.default_rng(job_seed))
+        if kind == "jpeg" and orientation == 1:  # no EXIF at all
+            return f"web_{i:05d}.jpg", _save(_pil(image), "JPEG", quality=85)
         if kind == "jpeg":
             return f"web_{i:05d}.jpg", exif_jpeg(image, orientation, quality=85)
         if kind == "png":
