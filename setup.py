@@ -7,7 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfeed", "tfeed.*"]),
-    package_data={"tfeed.kernels": ["core/*.cc", "core/*.h", "fetch/*.cc", "fetch/*.h"], "tfeed.service": ["bind_host.c"]},
+    package_data={"tfeed.kernels": ["core/*.cc", "core/*.h", "fetch/*.cc", "fetch/*.h", "shared/*.cc", "shared/*.h"],
+                  "tfeed.service": ["bind_host.c"]},
     python_requires=">=3.9",
     # `tensorflow` (not tensorflow-cpu): GPU users install tensorflow[and-cuda] on top.
     install_requires=[

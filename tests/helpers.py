@@ -15,7 +15,7 @@ from tfeed.fetching.native import fetch_kwargs
 
 def expected(body: bytes, size=(32, 32)) -> np.ndarray:
     """What the pipeline should produce for ``body``: decode + resize, float32."""
-    return tfeed.resize_image(tfeed.decode_image(tf.constant(body)), size).numpy()
+    return tfeed.decode_resized(tf.constant(body), size).numpy()
 
 
 def collect(dataset):

@@ -85,7 +85,7 @@ def test_pipeline_plain_op_runs_after_resize_and_size_rules(augment_server):
     ds = tfeed.image_dataset_from_urls(rows, augment=augment.HorizontalFlip(1.0), image_size=(24, 24),
                                        batch_size=None, shuffle=False, deterministic=True)
     for (image, label), name in zip(ds, sorted(bodies)):
-        plain = tfeed.resize_image(tfeed.decode_image(tf.constant(bodies[name])), (24, 24)).numpy()
+        plain = tfeed.decode_resized(tf.constant(bodies[name]), (24, 24)).numpy()
         np.testing.assert_array_equal(image.numpy(), plain[:, ::-1])
     default = tfeed.image_dataset_from_urls(rows, batch_size=None)
     assert default.element_spec[0].shape.as_list() == [256, 256, 3]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional, Sequence, Union
 
 import tensorflow as tf
@@ -65,6 +66,8 @@ def image_dataset_from_urls(
         service: Optional[str] = None,
         processing_mode: str = "distributed_epoch",
         job_name: Optional[str] = None,
+        apply_exif_orientation: bool = True,
+        alpha_background: Optional[Sequence[int]] = (255, 255, 255),
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -128,6 +131,14 @@ def image_dataset_from_urls(
         dispatcher``; needs the native op), ``processing_mode``
         ``"distributed_epoch"`` (each URL once) or ``"parallel_epochs"`` (once
         per worker); see :func:`tfeed.service.service_dataset` and docs/service.md.
+      apply_exif_orientation: turn JPEGs upright per their EXIF Orientation
+        tag (as browsers, Pillow's ``exif_transpose`` and OpenCV's ``imread``
+        do; Keras's ``image_dataset_from_directory`` does not), in every
+        path: plain decode, recipes' crops (drawn in the upright frame), the
+        cache, both fetch engines, service workers.
+      alpha_background: ``(r, g, b)`` that transparent pixels (RGBA or
+        palette PNG, WebP, AVIF, ICO with alpha) are composited onto;
+        ``None`` drops alpha (the colour stored under it shows).
       autotune: let tf.data's autotuner pick parallelism and buffer sizes.
         Off by default: with it on, the end of an epoch was seen to wait
         0.1-2.5 s for the autotuner's next tick, and throughput was lower.
@@ -150,7 +161,8 @@ def image_dataset_from_urls(
                      shuffle_buffer_size=shuffle_buffer_size, prefetch_to_device=prefetch_to_device,
                      cache_dir=cache_dir, resume_from=resume_from, progress=progress, autotune=autotune,
                      fetch_engine=fetch_engine, service=service, processing_mode=processing_mode,
-                     job_name=job_name)
+                     job_name=job_name, apply_exif_orientation=apply_exif_orientation,
+                     alpha_background=alpha_background)
     # Functions without Grappler: each epoch's iterator starts sooner (see tfeed.single_device).
     with single_device_functions():
         if plan.service is not None:
@@ -177,7 +189,8 @@ def local_dataset(plan: Plan, selection: Selection, core=None) -> tf.data.Datase
                              shuffle_buffer_size=plan.shuffle_buffer_size, resume_from=resume)
     fetch_stage = choose_fetch_stage(plan.fetch_engine, plan.fetch_config, stats, plan.seed, plan.cache,
                                      on_error=plan.on_error, deterministic=plan.deterministic)
-    augmentation = plan.augment.with_ops(core)
+    options = dataclasses.replace(plan.decode_options, ops=core, load_ops=False)
+    augmentation = plan.augment.with_ops(core, options)
     if plan.progress:
         ProgressBar(stats, desc=selection.subset or "tfeed")
     dataset = (url_dataset(generator)
@@ -188,7 +201,7 @@ def local_dataset(plan: Plan, selection: Selection, core=None) -> tf.data.Datase
                              pad_to_aspect_ratio=plan.pad_to_aspect_ratio, skip_errors=plan.on_error != "raise",
                              isolate_errors=False, num_parallel_calls=plan.decode_calls,
                              deterministic=plan.deterministic, hooks=augmentation.decode_hooks,
-                             mark_in=URL_IN_REST, ops=core)))
+                             mark_in=URL_IN_REST, ops=core, options=options)))
     dataset = batch_with_labels(dataset, plan.label_mode, max(plan.num_classes, 1), plan.batch_size,
                                 augmentation.apply if augmentation.per_example else None)
     # Progress bars hear of each batch as it goes: the journal would tell them late.

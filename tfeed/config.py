@@ -49,6 +49,11 @@ class FetchConfig:
         ``backoff`` and capped at ``max_backoff``; ``Retry-After`` is honoured.
     max_redirects: redirects followed per attempt.
     max_bytes: a body larger than this counts as ``too_large``.
+    max_pixels: a body whose header (JPEG SOF, PNG IHDR, GIF, WebP, BMP,
+        TIFF, AVIF/HEIC 'ispe', ICO) declares more pixels counts as
+        ``too_large``, checked before any decoder allocates (default 90
+        million: a 48 MP phone photo passes; decoders hold 3-4 bytes per
+        pixel); ``None``: no limit (the decoders' own, 2^29-2^30 pixels).
     schemes: URL schemes accepted; others count as ``invalid_url``.  ``file``
         also admits plain local paths; ``gs`` (and any other ``tf.io.gfile``
         scheme listed) is read through ``tf.io.gfile``.
@@ -80,6 +85,7 @@ class FetchConfig:
     max_backoff: float = 8.0
     max_redirects: int = 5
     max_bytes: int = 32 * 2**20
+    max_pixels: Optional[int] = contract.DEFAULT_MAX_PIXELS
     schemes: tuple = ("http", "https")
     dns_cache_ttl: float = 300.0
     trust_env: bool = False
@@ -93,6 +99,8 @@ class FetchConfig:
     deny_networks: tuple = contract.DEFAULT_DENY_NETWORKS
 
     def __post_init__(self):
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1 or None, got {self.max_pixels!r}")
         for name in ("max_in_flight", "max_in_flight_bytes", "connections_per_host", "max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

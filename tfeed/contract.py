@@ -19,9 +19,9 @@ from tfeed import errors
 
 # -- failure reasons (besides ``http_<code>`` for HTTP client errors) --------
 REASONS = (errors.TIMEOUT, errors.CONNECTION, errors.DNS, errors.TOO_LARGE, errors.TRUNCATED,
-           errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.DECODE_ERROR, errors.INVALID_URL,
-           errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS, errors.RATE_LIMITED,
-           errors.OPTED_OUT, errors.BLOCKED_ADDRESS)
+           errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.UNSUPPORTED_FORMAT, errors.DECODE_ERROR,
+           errors.INVALID_URL, errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS,
+           errors.RATE_LIMITED, errors.OPTED_OUT, errors.BLOCKED_ADDRESS)
 
 # -- retries ---------------------------------------------------------------------
 # A final status >= 500, or one of these, is retried (with backoff); other 4xx are not.
@@ -44,9 +44,13 @@ def backoff_ceiling(attempt: int, backoff: float, max_backoff: float) -> float:
 
 
 # -- what counts as an image -------------------------------------------------------
-# (format, minimum body length, ((offset, bytes), ...)): all parts must match.
-# DECODABLE formats go to tf.io.decode_image; the others are transcoded to PNG with OpenCV.
+# (format, minimum body length, ((offset, bytes), ...)): all parts must match; the first
+# matching row wins.  DECODABLE formats go to tf.io.decode_image (an animated WebP, told by
+# its header, is transcoded instead); UNSUPPORTED ones count as ``unsupported_format`` (no
+# installed decoder reads them); the others are transcoded to PNG (OpenCV; ICO in Python).
 DECODABLE = ("jpeg", "png", "gif", "bmp", "webp")
+UNSUPPORTED = ("heic",)
+_HEIF = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftyphevx", b"ftypheim", b"ftypheis", b"ftyphevm", b"ftyphevs")
 SIGNATURES = (
     ("jpeg", 3, ((0, b"\xff\xd8\xff"),)),
     ("png", 8, ((0, b"\x89PNG\r\n\x1a\n"),)),
@@ -59,7 +63,23 @@ SIGNATURES = (
     ("jp2", 12, ((0, b"\x00\x00\x00\x0cjP  "),)),
     ("jp2", 4, ((0, b"\xffO\xffQ"),)),
     *(("pnm", 3, ((0, b"P" + digit.encode() + space),)) for digit in "123456" for space in (b" ", b"\t", b"\n", b"\r")),
+    ("avif", 12, ((4, b"ftypavif"),)),
+    ("avif", 12, ((4, b"ftypavis"),)),
+    *(("heic", 12, ((4, brand),)) for brand in _HEIF),
+    ("heic", 12, ((4, b"ftypmif1"),)),  # the header parser tells an AVIF among these by its brands
+    ("heic", 12, ((4, b"ftypmsf1"),)),
+    ("ico", 22, ((0, b"\x00\x00\x01\x00"),)),
 )
+
+# -- image headers (kernels/shared/image_header.cc) ----------------------------------
+# The header parser's format codes, in this order (0: no header recognised), shared by the
+# fetch check and the decode stage's tfeed_image_header op.
+HEADER_FORMATS = ("unknown", "jpeg", "png", "gif", "bmp", "webp", "tiff", "avif", "heic", "ico", "jp2", "pnm")
+# A body whose header declares more pixels than this counts as too_large before any decoder
+# allocates (90 MP: a 48 MP phone photo passes; a decoder needs 3-4 bytes per pixel).
+DEFAULT_MAX_PIXELS = 90_000_000
+# The bytes the parser reads from the front of an ISO-BMFF (AVIF/HEIC) body for its sizes.
+BMFF_HEADER_WINDOW = 1 << 16
 
 # -- the disk cache --------------------------------------------------------------------
 # A body entry is CACHE_MAGIC | length (u64 LE) | crc32 (u32 LE) | body.

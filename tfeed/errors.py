@@ -15,10 +15,11 @@ from typing import Callable, Union
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 DNS = "dns"
-TOO_LARGE = "too_large"
+TOO_LARGE = "too_large"  # body over max_bytes, or header over max_pixels
 TRUNCATED = "truncated"
 TOO_MANY_REDIRECTS = "too_many_redirects"
 NOT_IMAGE = "not_image"
+UNSUPPORTED_FORMAT = "unsupported_format"  # an image format no installed decoder reads (HEIC)
 DECODE_ERROR = "decode_error"
 INVALID_URL = "invalid_url"
 INVALID_LABEL = "invalid_label"

@@ -26,7 +26,9 @@ def check_image_size(image_size) -> Tuple[int, int]:
 
 
 def decode_image(data: tf.Tensor) -> tf.Tensor:
-    """Bytes of any supported format to uint8 ``[h, w, 3]`` (GIF: first frame)."""
+    """Bytes of any supported format to uint8 ``[h, w, 3]`` (GIF: first frame),
+    as stored: no EXIF orientation, alpha dropped (:mod:`tfeed.upright`
+    decodes as browsers show images)."""
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image

@@ -25,6 +25,7 @@ from tfeed.fetching.stage import FETCH_ENGINES
 from tfeed.resume import Position
 from tfeed.source.generator import LabelIndex, Selection, resolve_labels
 from tfeed.source.readers import PairFactory, pair_factory
+from tfeed.upright import DecodeOptions
 
 DECODE_CALLS_PER_CORE = 6  # default decode parallelism per CPU core (see num_parallel_calls)
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
@@ -70,6 +71,7 @@ class Plan:
     progress: bool
     autotune: bool
     service: Optional[ServiceSettings]
+    decode_options: DecodeOptions = DecodeOptions()
 
     @property
     def image_size(self) -> Tuple[int, int]:
@@ -92,11 +94,13 @@ def make_plan(source, labels="inferred", label_mode="int", class_names=None, bat
               deterministic=False, fetch_config=None, num_parallel_calls=None, shuffle_buffer_size=100_000,
               prefetch_to_device=None, cache_dir=None, resume_from=None, progress=False, autotune=False,
               fetch_engine="auto", service=None, processing_mode="distributed_epoch", job_name=None,
-              stall_timeout=DEFAULT_STALL_TIMEOUT) -> Plan:
+              stall_timeout=DEFAULT_STALL_TIMEOUT, apply_exif_orientation=True, alpha_background=(255, 255, 255)) -> Plan:
     """The :class:`Plan` of these arguments (those of :func:`tfeed.image_dataset_from_urls`,
     with the same defaults, and ``stall_timeout`` of :func:`tfeed.service.service_dataset`)."""
     check_choice("label_mode", label_mode, LABEL_MODES)
     check_choice("fetch_engine", fetch_engine, FETCH_ENGINES)
+    decode_options = DecodeOptions(apply_exif_orientation=bool(apply_exif_orientation),
+                                   alpha_background=alpha_background)
     resolve_policy(on_error)
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -127,7 +131,7 @@ def make_plan(source, labels="inferred", label_mode="int", class_names=None, bat
         resume_from=Position.load(os.fspath(resume_from)) if isinstance(resume_from, (str, os.PathLike))
         else resume_from,
         progress=progress, autotune=autotune,
-        service=_service_settings(service, processing_mode, job_name, stall_timeout))
+        service=_service_settings(service, processing_mode, job_name, stall_timeout), decode_options=decode_options)
 
 
 def _service_settings(service, processing_mode, job_name, stall_timeout) -> Optional[ServiceSettings]:

@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed.augment import randomness
-from tfeed.images import check_image_size, decode_image
+from tfeed.images import check_image_size
+from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_full
 
 Affine = Tuple[tf.Tensor, tf.Tensor]  # (matrix [3, 3], bias [3])
 EYE = np.eye(3, dtype=np.float32)
@@ -58,12 +59,14 @@ class Op:
         """bool scalar: whether this op mirrors the image for draws ``u`` (ops with ``mirrors``)."""
         raise TypeError(f"{self!r} is not a mirror op")
 
-    def decode_transform(self, body: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        """Decode ``body`` (any format ``decode_image`` reads) and transform.
-        Ops that can skip work while decoding (a crop) override this."""
-        return self.transform(decode_image(body), u)
+    def decode_transform(self, body: tf.Tensor, u: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS) -> tf.Tensor:
+        """Decode ``body`` (any format ``decode_image`` reads; upright and
+        composited per ``options``) and transform.  Ops that can skip work
+        while decoding (a crop) override this."""
+        return self.transform(decode_full(body, options), u)
 
-    def decode_jpeg_transform(self, body: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    def decode_jpeg_transform(self, body: tf.Tensor, u: tf.Tensor,
+                              options: DecodeOptions = DEFAULT_OPTIONS) -> tf.Tensor:
         """:meth:`decode_transform` for a JPEG ``body`` only, without the test
         for the format (ops with ``jpeg_path``); other formats make it fail."""
         raise TypeError(f"{self!r} has no JPEG-only decode path")
@@ -324,20 +327,20 @@ class Recipe(Compose):
         """The ops after the decode step; ``image`` is what :meth:`decode` returned."""
         return self.after_decode_drawn(image, randomness.draw(seed, self.draws)), label
 
-    def decode_drawn(self, body, u):
+    def decode_drawn(self, body, u, options: DecodeOptions = DEFAULT_OPTIONS):
         """:meth:`decode` given the recipe's draws ``u`` (float32 ``[draws]``)."""
         first = self.ops[0]
-        return first.decode_transform(body, u[:first.draws])
+        return first.decode_transform(body, u[:first.draws], options)
 
     @property
     def jpeg_path(self):
         return self.ops[0].jpeg_path
 
-    def decode_jpeg_drawn(self, body, u):
+    def decode_jpeg_drawn(self, body, u, options: DecodeOptions = DEFAULT_OPTIONS):
         """:meth:`decode_drawn` for JPEG bodies only (when :attr:`jpeg_path`;
         other formats make it fail, and :meth:`decode_drawn` reads them)."""
         first = self.ops[0]
-        return first.decode_jpeg_transform(body, u[:first.draws])
+        return first.decode_jpeg_transform(body, u[:first.draws], options)
 
     def after_decode_drawn(self, image, u, stop: Optional[int] = None):
         """:meth:`after_decode` given the draws ``u``, running ``ops[1:stop]``

@@ -1,10 +1,12 @@
 """Geometric ops: crops, resizes, flip, rotation, paste.
 
 :class:`RandomResizedCrop` is the one that fuses with decoding: it computes
-its crop window from the image's shape alone -- read from the JPEG header
-(``extract_jpeg_shape``) or from the decoded image -- then either decodes
-just that window (``decode_and_crop_jpeg``) or crops the decoded image.
-Both paths take the same window for the same seed.
+its crop window from the image's upright shape alone -- read from the JPEG
+header (``tfeed_image_header``: size and EXIF orientation) or from the
+decoded image -- then either decodes just that window from the stored frame
+(``decode_and_crop_jpeg`` at the smallest covering DCT scale) and turns it
+upright, or crops the decoded image.  Both paths take the same window for
+the same seed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import tensorflow as tf
 from tfeed.augment import randomness
 from tfeed.augment.base import Op, check_probability, to_float
 from tfeed.config import check_choice
-from tfeed.images import INTERPOLATIONS, check_image_size, decode_image
+from tfeed import upright
+from tfeed.images import INTERPOLATIONS, check_image_size
+from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions
 
 Size = Union[int, Sequence[int]]
 
@@ -105,27 +109,41 @@ class RandomResizedCrop(Op):
 
     jpeg_path = True
 
-    def decode_transform(self, body, u):
+    def decode_transform(self, body, u, options: DecodeOptions = DEFAULT_OPTIONS):
         """Decode only the crop window of a JPEG; other formats decode fully,
-        then crop.  The window is the same either way."""
+        then crop.  The window is the same either way, drawn in the upright
+        frame (EXIF orientation applied per ``options``)."""
+        header = upright.read_header(body, options)
 
         def other():
-            image = decode_image(body)
-            return crop(image, self.window(tf.shape(image), u))
+            image = upright.decode_other(body, header, options)
+            return self._resized(crop(image, self.window(tf.shape(image), u)))
 
-        cropped = tf.cond(tf.io.is_jpeg(body), lambda: self._jpeg_window(body, u), other)
-        return self._resized(cropped)
+        is_jpeg = tf.equal(header[upright.FORMAT_AT], upright.FORMAT["jpeg"])
+        return tf.cond(is_jpeg, lambda: self._jpeg_window(body, header, u, options), other)
 
-    def decode_jpeg_transform(self, body, u):
-        # Refuse other formats before libjpeg sees them (it would print "Not a JPEG file" to stderr).
-        checked = tf.debugging.Assert(tf.io.is_jpeg(body), ["not a JPEG"])
-        with tf.control_dependencies([checked]):
-            body = tf.identity(body)
-        return self._resized(self._jpeg_window(body, u))
+    def decode_jpeg_transform(self, body, u, options: DecodeOptions = DEFAULT_OPTIONS):
+        header = upright.read_header(body, options)
+        return self._jpeg_window(upright.require_jpeg(body, header), header, u, options)
 
-    def _jpeg_window(self, body, u):
-        window = self.window(tf.image.extract_jpeg_shape(body), u)
-        return tf.image.decode_and_crop_jpeg(body, window, channels=3)
+    def _jpeg_window(self, body, header, u, options):
+        """The crop drawn in the upright frame, decoded from the JPEG's stored
+        frame at the smallest DCT scale that covers the output size (the
+        scaled window snapped outwards to whole pixels, then the exact window
+        resampled from it), resized, turned upright."""
+        orientation = upright.orientation_of(header, options)
+        stored = upright.jpeg_size(body, header)
+        upright_size = upright.swapped_if(upright.transposes(orientation), stored)
+        window = upright.window_to_stored(self.window(upright_size, u), upright_size, orientation)
+        target = upright.stored_size(self.size, orientation)
+        index = upright.jpeg_ratio_index(window[2:], target, options)
+        snapped = upright.scaled_window(window, stored, index)
+        cropped = upright.decode_jpeg_scaled(body, index, snapped)
+        if self.interpolation == "bilinear" and not self.antialias:  # the exact window, not the snapped one
+            resized = upright.resample_window(cropped, window, snapped, index, target)
+        else:  # the snapped window (within one decoded pixel of it); the scale left is under 2x
+            resized = to_float(tf.image.resize(cropped, target, method=self.interpolation, antialias=self.antialias))
+        return tf.ensure_shape(upright.orient(resized, orientation), [*self.size, 3])
 
     def _resized(self, cropped):
         cropped.set_shape([None, None, 3])

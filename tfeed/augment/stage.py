@@ -37,6 +37,7 @@ from tfeed.augment.base import Op, Recipe
 from tfeed.augment.tail import ColorTail, color_tail, tail_start
 from tfeed.images import DEFAULT_IMAGE_SIZE, DecodeHooks, check_image_size
 from tfeed.single_device import single_device_functions
+from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions
 
 KEY_GROUP = 32  # elements per call of the keys stage
 
@@ -50,12 +51,14 @@ class AugmentPlan:
     seed: int
     deterministic: bool = False
     tail: Optional[ColorTail] = None  # a Recipe's colour-and-flip tail as one native step
+    decode_options: DecodeOptions = DEFAULT_OPTIONS  # how a Recipe's decode step reads bodies
 
-    def with_ops(self, ops) -> "AugmentPlan":
+    def with_ops(self, ops, decode_options: DecodeOptions = DEFAULT_OPTIONS) -> "AugmentPlan":
         """This plan with the Recipe's tail as one native step where ``ops``
-        (the loaded :mod:`tfeed.kernels` module, or None) has the kernel."""
+        (the loaded :mod:`tfeed.kernels` module, or None) has the kernel, and
+        its decode step reading bodies per ``decode_options``."""
         tail = color_tail(self.augment, ops) if isinstance(self.augment, Recipe) else None
-        return dataclasses.replace(self, tail=tail)
+        return dataclasses.replace(self, tail=tail, decode_options=decode_options)
 
     @property
     def seeded(self) -> bool:
@@ -68,8 +71,8 @@ class AugmentPlan:
         (one map per example, not two)."""
         if not isinstance(self.augment, Recipe):
             return None
-        recipe = self.augment
-        return lambda body, label, url, u: recipe.decode_drawn(body, u)
+        recipe, options = self.augment, self.decode_options
+        return lambda body, label, url, u: recipe.decode_drawn(body, u, options)
 
     @property
     def jpeg_decoder(self) -> Optional[Callable]:
@@ -79,8 +82,8 @@ class AugmentPlan:
         Recipe's decode step has no such path."""
         if not isinstance(self.augment, Recipe) or not self.augment.jpeg_path:
             return None
-        recipe = self.augment
-        return lambda body, label, url, u: recipe.decode_jpeg_drawn(body, u)
+        recipe, options = self.augment, self.decode_options
+        return lambda body, label, url, u: recipe.decode_jpeg_drawn(body, u, options)
 
     @property
     def finisher(self) -> Optional[Callable]:

@@ -1,8 +1,11 @@
 """Decode stage: image bytes to float32 ``[height, width, 3]`` with ``tf.image``.
 
 Runs entirely in tf.data's C++ threads (no Python, no GIL).  JPEG, PNG, GIF
-(first frame), BMP and WebP are decoded by ``tf.io.decode_image``; other
-formats arrive already transcoded to PNG by the fetch stage.
+(first frame), BMP and WebP are decoded by ``tf.io``; other formats (AVIF,
+animated WebP, ICO, TIFF, ...) arrive already transcoded to PNG by the fetch
+stage.  Decoding follows :mod:`tfeed.upright`: JPEGs at the smallest DCT
+scale that covers ``image_size`` and turned upright per their EXIF
+orientation, transparency composited onto a background.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import tensorflow as tf
 
 from tfeed.config import check_choice
 from tfeed.elements import mark_failed
-from tfeed.images import INTERPOLATIONS, DecodeHooks, check_image_size, decode_image, resize_image
+from tfeed.images import INTERPOLATIONS, DecodeHooks, check_image_size
+from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_resized
 
 
 
@@ -23,7 +27,7 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
            crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
            skip_errors: bool = True, isolate_errors: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
            deterministic: bool = False, hooks: Optional[DecodeHooks] = None, mark_in: Optional[int] = None,
-           ops=None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+           ops=None, options: DecodeOptions = DEFAULT_OPTIONS) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements ``(body: tf.string [], *rest)``; output ``(image: float32
@@ -53,7 +57,12 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     following ``batch`` (``ignore_errors`` in between prevents that fusion);
     after batching, :func:`tfeed.elements.failed_rows` finds those rows.
     There, ``hooks.jpeg_decoder`` is tried first and ``hooks.decoder`` only
-    for bodies it fails on: no ``tf.cond`` on the format per example.
+    for bodies it fails on: no ``tf.cond`` on the format per example.  Without
+    ``hooks`` the same holds for the plain decode + resize: a JPEG-only
+    decode first, the general one for the bodies it refuses.
+
+    ``options`` (:class:`tfeed.upright.DecodeOptions`): EXIF orientation,
+    the alpha background, scaled JPEG decoding.
     """
     check_image_size(image_size)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
@@ -66,12 +75,14 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     def finish(image, body, *rest):
         return finisher(image, body, *rest) if finisher is not None else image
 
+    def resized(body, jpeg_only=False):
+        return decode_resized(body, image_size, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                              pad_to_aspect_ratio=pad_to_aspect_ratio, options=options, jpeg_only=jpeg_only)
+
     def decode_one(body, *rest):
         if decoder is not None:
             return (finish(decoder(body, *rest), body, *rest), *rest)
-        image = resize_image(decode_image(body), image_size, interpolation=interpolation,
-                             crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
-        return (image, *rest)
+        return (resized(body), *rest)
 
     def decode_or_nothing(*element):
         single = tf.data.Dataset.from_tensors(element).map(decode_one)
@@ -93,6 +104,8 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
         fallbacks = []
         if function is not None and jpeg_decoder is not None:
             tried, fallbacks = concrete(jpeg_decoder, (body, *rest)), [function]
+        elif decoder is None:
+            tried, fallbacks = concrete(lambda b, *_: resized(b, jpeg_only=True), (body, *rest)), [tried]
         (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[tried.structured_outputs.dtype],
                                                  output_shapes=[shape], f=tried, fallbacks=fallbacks,
                                                  name="tfeed_try_decode")

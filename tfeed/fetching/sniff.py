@@ -1,24 +1,36 @@
-"""Recognise image bytes by their magic numbers, before any decoding.
+"""Recognise image bytes by their magic numbers and headers, before any decoding.
 
-``tf.io.decode_image`` reads JPEG, PNG, GIF, BMP and WebP.  Other formats that
-OpenCV reads (TIFF, JPEG 2000, PNM, ...) are transcoded here to PNG so the
-graph decoder can take them; anything else counts as ``not_image``.
+``tf.io`` reads JPEG, PNG, GIF, BMP and (still) WebP.  Other formats that
+OpenCV reads (AVIF, animated WebP: first frame, TIFF, JPEG 2000, PNM, ...)
+and ICO are transcoded here to PNG so the graph decoder can take them;
+formats no installed decoder reads (HEIC) count as ``unsupported_format``;
+anything else counts as ``not_image``.  A header declaring more than
+``max_pixels`` pixels counts as ``too_large`` before anything decodes it.
+
+The Python engine's check (:func:`check`) reads headers with the core
+kernels' ``tfeed_image_header`` (the parser the native engine compiles in,
+kernels/shared/image_header.cc); without the core kernels it cannot read
+sizes, so ``max_pixels`` is then not enforced and animated WebPs fail to
+decode (``decode_error``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import struct
+from typing import NamedTuple, Optional
 
-from tfeed import contract
+from tfeed import contract, errors
 
 TF_FORMATS = contract.DECODABLE
+_MAY_HAVE_ALPHA = ("avif", "webp", "tiff")
 
 
 def sniff(data: bytes) -> Optional[str]:
     """Format name of ``data`` from its first bytes (:data:`tfeed.contract.SIGNATURES`),
     or None if not an image.
 
-    Returns one of ``TF_FORMATS`` or ``"tiff"``, ``"jp2"``, ``"pnm"``.
+    Returns one of ``TF_FORMATS`` or ``"tiff"``, ``"jp2"``, ``"pnm"``,
+    ``"avif"``, ``"heic"``, ``"ico"``.
     """
     head = bytes(data[:16])
     for name, min_length, parts in contract.SIGNATURES:
@@ -27,17 +39,137 @@ def sniff(data: bytes) -> Optional[str]:
     return None
 
 
-def transcode_to_png(data: bytes) -> Optional[bytes]:
-    """Decode ``data`` with OpenCV and re-encode it losslessly as PNG.
+class Verdict(NamedTuple):
+    """What :func:`check` found: ``reason`` (None: an image to keep), a
+    human ``detail``, and ``transcode`` (the format name to transcode, or None)."""
 
-    Returns None when OpenCV cannot read it.  Channel order is preserved
-    (OpenCV decodes to BGR and encodes from BGR).
+    reason: Optional[str]
+    detail: str = ""
+    transcode: Optional[str] = None
+
+
+def read_header(data: bytes):
+    """``(format name, height, width, animated)`` from the core kernels'
+    ``tfeed_image_header``, or None when they are unavailable."""
+    from tfeed import kernels
+
+    ops = kernels.load_core()
+    if ops is None:
+        return None
+    code, height, width, _, _, animated = ops.tfeed_image_header(data).numpy().tolist()
+    return contract.HEADER_FORMATS[code], height, width, bool(animated)
+
+
+def check(data: bytes, max_pixels: Optional[int] = contract.DEFAULT_MAX_PIXELS) -> Verdict:
+    """The rule the native op's ``CheckImage`` (kernels/fetch/sniff.cc) applies, in Python."""
+    kind = sniff(data)
+    if kind is None:
+        return Verdict(errors.NOT_IMAGE, f"body starts with {bytes(data[:24])!r}")
+    header = read_header(data)
+    animated = False
+    if header is not None:
+        name, height, width, animated = header
+        kind = "avif" if name == "avif" else kind
+        if max_pixels and height * width > max_pixels:
+            return Verdict(errors.TOO_LARGE,
+                           f"{kind} header declares {width}x{height} pixels > max_pixels {max_pixels}")
+    if kind in contract.UNSUPPORTED:
+        return Verdict(errors.UNSUPPORTED_FORMAT, f"{kind}: no installed decoder reads it")
+    if kind in TF_FORMATS and not animated:
+        return Verdict(None)
+    return Verdict(None, kind + (" (animated)" if animated else ""), kind)
+
+
+def transcode_to_png(data: bytes) -> Optional[bytes]:
+    """Decode ``data`` (OpenCV; ICO here) and re-encode it losslessly as PNG.
+
+    Returns None when it cannot be read.  OpenCV's ``IMREAD_COLOR`` applies
+    EXIF orientation and takes an animation's first frame; for formats that
+    may carry alpha (AVIF, WebP, TIFF) the alpha of an ``IMREAD_UNCHANGED``
+    decode of the same size is kept (the decode stage composites it).
+    Channel order is preserved (OpenCV decodes to BGR and encodes from BGR).
     """
     import cv2  # imported lazily: only rare formats take this path
     import numpy as np
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    kind = sniff(data)
+    if kind == "ico":
+        return ico_to_png(data)
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None:
         return None
+    if kind in _MAY_HAVE_ALPHA:
+        unchanged = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        if unchanged is not None and unchanged.ndim == 3 and unchanged.shape[:2] == image.shape[:2] \
+                and unchanged.shape[2] == 4:
+            alpha = unchanged[..., 3] if unchanged.dtype == np.uint8 else (unchanged[..., 3] >> 8).astype(np.uint8)
+            image = np.dstack([image, alpha])
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return encoded.tobytes() if ok else None
+
+
+def ico_to_png(data: bytes) -> Optional[bytes]:
+    """The largest image of an ICO as PNG bytes (RGBA): an entry stored as
+    PNG is returned as it is; a 32- or 24-bit BMP entry is converted; other
+    entries need Pillow (used when installed).  None when unreadable."""
+    count = struct.unpack_from("<H", data, 4)[0] if len(data) >= 6 else 0
+    entries = []
+    for i in range(count):
+        if 6 + 16 * (i + 1) > len(data):
+            break
+        width, height, _, _, _, _, size, offset = struct.unpack_from("<BBBBHHII", data, 6 + 16 * i)
+        entries.append(((width or 256) * (height or 256), offset, size))
+    for _, offset, size in sorted(entries, reverse=True)[:1]:
+        entry = bytes(data[offset:offset + size])
+        if entry.startswith(b"\x89PNG\r\n\x1a\n"):
+            return entry
+        return _dib_to_png(entry) or _pillow_to_png(data)
+    return None
+
+
+def _dib_to_png(entry: bytes) -> Optional[bytes]:
+    """A 32-bit (BGRA) or 24-bit ICO bitmap entry (height doubled, rows
+    bottom-up, a 1-bit AND mask after 24-bit pixels) as PNG, or None."""
+    import cv2
+    import numpy as np
+
+    if len(entry) < 40:
+        return None
+    header_size, width, double_height, _, bits = struct.unpack_from("<IiiHH", entry, 0)
+    height = abs(double_height) // 2
+    if bits not in (24, 32) or width <= 0 or height <= 0:
+        return None
+    stride = (width * bits // 8 + 3) // 4 * 4
+    pixels_end = header_size + stride * height
+    if len(entry) < pixels_end:
+        return None
+    rows = np.frombuffer(entry[header_size:pixels_end], np.uint8).reshape(height, stride)[::-1]
+    pixels = rows[:, :width * bits // 8].reshape(height, width, bits // 8)
+    if bits == 24:
+        mask_stride = (width + 31) // 32 * 4
+        mask = np.frombuffer(entry[pixels_end:pixels_end + mask_stride * height], np.uint8)
+        if mask.size == mask_stride * height:
+            bits_set = np.unpackbits(mask.reshape(height, mask_stride)[::-1], axis=1)[:, :width]
+            alpha = np.where(bits_set == 1, 0, 255).astype(np.uint8)
+        else:
+            alpha = np.full((height, width), 255, np.uint8)
+        pixels = np.dstack([pixels, alpha])
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return encoded.tobytes() if ok else None
+
+
+def _pillow_to_png(data: bytes) -> Optional[bytes]:
+    try:
+        import io
+
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            out = io.BytesIO()
+            image.convert("RGBA").save(out, format="PNG", compress_level=1)
+            return out.getvalue()
+    except Exception:  # noqa: BLE001 - any unreadable entry: the caller counts decode_error
+        return None

@@ -48,6 +48,7 @@ from tfeed import safefs
 from tfeed.kernels import contract_header
 
 HERE = Path(__file__).resolve().parent
+SHARED = HERE / "shared"  # the image header parser, compiled into both libraries
 INSTALL_HINT = "apt-get install g++ libcurl4-openssl-dev"
 _COMPILE_FLAGS = ("-shared", "-fPIC", "-O3", "-std=c++17", "-Wno-deprecated-declarations")  # -O3: vectorised colour kernel
 _TIMEOUT_S = 600
@@ -64,14 +65,16 @@ class Library:
     generated: Tuple[Tuple[str, Callable[[], str]], ...] = ()  # (header name, render)
     install_hint: str = INSTALL_HINT
     needs_curl: bool = False
+    shared: Tuple[Path, ...] = (SHARED,)  # directories of sources both libraries compile
 
     @property
     def sources(self) -> List[Path]:
-        return sorted(self.directory.glob("*.cc"))
+        return sorted(self.directory.glob("*.cc")) + [p for d in self.shared for p in sorted(d.glob("*.cc"))]
 
     def inputs(self) -> List[Path]:
         """Every file whose bytes the library depends on."""
-        return sorted([*self.directory.glob("*.cc"), *self.directory.glob("*.h")])
+        return sorted([*self.directory.glob("*.cc"), *self.directory.glob("*.h"),
+                       *(p for d in self.shared for p in [*d.glob("*.cc"), *d.glob("*.h")])])
 
     def render(self) -> Dict[str, str]:
         """The generated headers: name -> text."""
@@ -88,9 +91,11 @@ class Library:
 
 LIBRARIES: Dict[str, Library] = {
     "core": Library("core", "tfeed_core_ops.so", HERE / "core", libs=("-lpthread",),
+                    generated=(("image_contract.h", contract_header.render_image),),
                     install_hint="apt-get install g++"),
     "fetch": Library("fetch", "tfeed_fetch_ops.so", HERE / "fetch", libs=("-ldl", "-lpthread"),
-                     generated=(("contract.h", contract_header.render),), needs_curl=True),
+                     generated=(("contract.h", contract_header.render),
+                                ("image_contract.h", contract_header.render_image)), needs_curl=True),
 }
 
 

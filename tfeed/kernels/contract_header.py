@@ -30,6 +30,42 @@ def render() -> str:
     return "\n".join(sections)
 
 
+IMAGE_GUARD = "TFEED_KERNELS_IMAGE_CONTRACT_H_"
+
+
+def render_image() -> str:
+    """The text of ``image_contract.h``: the image header parser's part of the
+    contract (format codes, the default pixel limit), which both libraries
+    include (kernels/shared/image_header.cc), so the core library does not
+    rebuild when the fetch rules change."""
+    codes = "\n".join(f"  {identifier('format_' + name)} = {code}," for code, name in enumerate(contract.HEADER_FORMATS))
+    names = ", ".join(c_string(name.encode()) for name in contract.HEADER_FORMATS)
+    return f"""\
+// Generated from tfeed/contract.py by tfeed/kernels/contract_header.py; do not edit.
+#ifndef {IMAGE_GUARD}
+#define {IMAGE_GUARD}
+
+#include <cstdint>
+
+namespace tfeed {{
+namespace contract {{
+
+// The header parser's format codes (tfeed.contract.HEADER_FORMATS).
+enum HeaderFormat {{
+{codes}
+}};
+inline constexpr const char* kHeaderFormats[] = {{{names}}};
+inline constexpr int kHeaderFormatCount = {len(contract.HEADER_FORMATS)};
+inline constexpr std::int64_t kDefaultMaxPixels = {int(contract.DEFAULT_MAX_PIXELS)};
+inline constexpr std::size_t kBmffHeaderWindow = {int(contract.BMFF_HEADER_WINDOW)};
+
+}}  // namespace contract
+}}  // namespace tfeed
+
+#endif  // {IMAGE_GUARD}
+"""
+
+
 def _limiter() -> str:
     lines = ["// -- per-host adaptive concurrency (tfeed/fetching/limiter.py; kernels/fetch/limiter.cc)"]
     for name in contract.LIMITER_CONSTANTS:
@@ -169,11 +205,12 @@ def _signatures() -> str:
         cells = ", ".join(f"{{{offset}, {c_string(magic)}, {len(magic)}}}" for offset, magic in parts)
         decodable = "true" if name in contract.DECODABLE else "false"
         rows.append(f"    {{{c_string(name.encode())}, {min_length}, {decodable}, {len(parts)}, {{{cells}}}}},")
-    decodable = _string_array("kDecodable", contract.DECODABLE)
+    decodable = _string_array("kDecodable", contract.DECODABLE) + _string_array("kUnsupported", contract.UNSUPPORTED)
     return f"""\
 // -- what counts as an image: a body matches a signature when it has at least
 // min_length bytes and every part's bytes at its offset; the first match wins.
-// Decodable formats go to tf.io.decode_image, the others are transcoded.
+// Decodable formats go to tf.io.decode_image, unsupported ones fail as
+// unsupported_format, the others are transcoded.
 {decodable}\
 inline constexpr int kMaxSignatureParts = {most};
 struct SignaturePart {{

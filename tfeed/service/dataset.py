@@ -89,7 +89,8 @@ def service_datasets(plan: Plan) -> tuple:
                                shuffle=plan.shuffle,
                                interpolation=plan.interpolation, crop_to_aspect_ratio=plan.crop_to_aspect_ratio,
                                pad_to_aspect_ratio=plan.pad_to_aspect_ratio,
-                               num_parallel_calls=plan.num_parallel_calls, ops=ops)
+                               num_parallel_calls=plan.num_parallel_calls, ops=ops,
+                               decode_options=plan.decode_options)
         job_name = f"{settings.job_name}-{name}" if settings.job_name and name else settings.job_name
         make = _distributed_epochs(urls, indices, worker_settings, plan.seed, settings.address,
                                    settings.processing_mode, job_name)

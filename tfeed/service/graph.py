@@ -24,14 +24,14 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.config import FetchConfig
-from tfeed.images import decode_image, resize_image
+from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_resized
 from tfeed.fetching.native import fetch_native_graph
 
 
 def epoch_dataset(urls: np.ndarray, labels: np.ndarray, fetch_config: FetchConfig, image_size: Sequence[int], *,
                   shuffle: bool, seed: int, interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
                   pad_to_aspect_ratio: bool = False, num_parallel_calls: Optional[int] = None,
-                  ops=None) -> tf.data.Dataset:
+                  ops=None, decode_options: DecodeOptions = DEFAULT_OPTIONS) -> tf.data.Dataset:
     """One epoch's graph-only dataset of ``(image, label, url, reason)``.
 
     ``urls`` / ``labels``: the epoch's selected URLs and class indices.
@@ -46,12 +46,13 @@ def epoch_dataset(urls: np.ndarray, labels: np.ndarray, fetch_config: FetchConfi
             .apply(decode_or_fallback(image_size, interpolation=interpolation,
                                       crop_to_aspect_ratio=crop_to_aspect_ratio,
                                       pad_to_aspect_ratio=pad_to_aspect_ratio,
-                                      num_parallel_calls=num_parallel_calls)))
+                                      num_parallel_calls=num_parallel_calls, options=decode_options)))
 
 
 def decode_or_fallback(image_size: Sequence[int], *, interpolation: str = "bilinear",
                        crop_to_aspect_ratio: bool = False, pad_to_aspect_ratio: bool = False,
-                       num_parallel_calls: Optional[int] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+                       num_parallel_calls: Optional[int] = None,
+                       options: DecodeOptions = DEFAULT_OPTIONS) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """``(body, label, url, reason)`` -> ``(image float32 [h, w, 3], label, url, reason)``,
     one output per input: a zero image when the fetch failed (its reason kept)
     or the body did not decode (reason ``decode_error``)."""
@@ -59,8 +60,9 @@ def decode_or_fallback(image_size: Sequence[int], *, interpolation: str = "bilin
     cores = os.cpu_count() or 2
 
     def decode_one(body, label, url, reason):
-        image = resize_image(decode_image(body), (height, width), interpolation=interpolation,
-                             crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio)
+        image = decode_resized(body, (height, width), interpolation=interpolation,
+                               crop_to_aspect_ratio=crop_to_aspect_ratio, pad_to_aspect_ratio=pad_to_aspect_ratio,
+                               options=options)
         return image, label, url, reason
 
     def branch(body, label, url, reason):

@@ -108,7 +108,7 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     except (TimeoutError, asyncio.TimeoutError):
         return Outcome(failure=errors.Failure(url, errors.TIMEOUT, f"deadline of {config.deadline}s passed"))
     if outcome.body is not None:
-        outcome = await _check_image(url, outcome)
+        outcome = await _check_image(url, outcome, config.max_pixels)
     return outcome
 
 
@@ -241,16 +241,14 @@ def _read_file(url, path, opener, size_of, config) -> Outcome:
         return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
 
 
-async def _check_image(url: str, outcome: Outcome) -> Outcome:
-    kind = sniff.sniff(outcome.body)
-    if kind in sniff.TF_FORMATS:
+async def _check_image(url: str, outcome: Outcome, max_pixels: Optional[int]) -> Outcome:
+    verdict = sniff.check(outcome.body, max_pixels)
+    if verdict.reason is not None:
+        return Outcome(failure=errors.Failure(url, verdict.reason, verdict.detail), attempts=outcome.attempts)
+    if verdict.transcode is None:
         return outcome
-    if kind is not None:
-        png = await asyncio.get_running_loop().run_in_executor(None, sniff.transcode_to_png, outcome.body)
-        if png is not None:
-            return Outcome(body=png, attempts=outcome.attempts)
-        return Outcome(failure=errors.Failure(url, errors.DECODE_ERROR, f"OpenCV could not read {kind}"),
-                       attempts=outcome.attempts)
-    head = bytes(outcome.body[:24])
-    return Outcome(failure=errors.Failure(url, errors.NOT_IMAGE, f"body starts with {head!r}"),
+    png = await asyncio.get_running_loop().run_in_executor(None, sniff.transcode_to_png, outcome.body)
+    if png is not None:
+        return Outcome(body=png, attempts=outcome.attempts)
+    return Outcome(failure=errors.Failure(url, errors.DECODE_ERROR, f"could not read {verdict.detail}"),
                    attempts=outcome.attempts)

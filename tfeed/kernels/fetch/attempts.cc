@@ -283,7 +283,7 @@ void Fetcher::Finish(Transfer* t, CURLcode rc) {
   ReleaseEasy(t);
   Clock::time_point now = Clock::now();
   if (!v.ok && Requeue(t, end, now)) return;
-  if (v.ok) return Complete(t, CheckImage(t->body.data(), t->body.size(), opt.pass_transcodable));
+  if (v.ok) return Complete(t, CheckImage(t->body.data(), t->body.size(), opt.pass_transcodable, opt.max_pixels));
   if (!v.retryable || t->attempts > opt.retries) return FailFinally(t, std::move(v), now);
   const double ceiling = c::BackoffCeiling(t->attempts, opt.backoff, opt.max_backoff);
   const double fixed = ceiling * c::kBackoffFixedShare;  // "equal jitter": fixed, plus a uniform draw

@@ -65,6 +65,7 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("retries", &opt->retries));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_redirects", &opt->max_redirects));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_bytes", &opt->max_bytes));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("max_pixels", &opt->max_pixels));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_in_flight", &opt->max_in_flight));
   TF_RETURN_IF_ERROR(ctx->GetAttr("connections_per_host", &opt->connections_per_host));
   TF_RETURN_IF_ERROR(ctx->GetAttr("trust_env", &opt->trust_env));
@@ -109,7 +110,7 @@ absl::Status Validate(const Options& opt) {
 bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdict* v) {
   bool corrupt = false;
   if (ReadCached(path, opt.max_bytes, body, &corrupt)) {
-    *v = CheckImage(body->data(), body->size(), opt.pass_transcodable);
+    *v = CheckImage(body->data(), body->size(), opt.pass_transcodable, opt.max_pixels);
   } else {
     if (corrupt) CorruptCounts::Get().Add(opt.cache_dir);
     v->reason = RememberedFailure(path, opt.remember_failures_s);

@@ -89,7 +89,7 @@ Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstrin
     return v;
   }
   body->resize_uninitialized(got);
-  return CheckImage(body->data(), body->size(), opt.pass_transcodable);
+  return CheckImage(body->data(), body->size(), opt.pass_transcodable, opt.max_pixels);
 }
 
 }  // namespace fetch

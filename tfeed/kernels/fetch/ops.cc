@@ -26,6 +26,7 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("max_backoff: float = 8.0") \
     .Attr("max_redirects: int = 5") \
     .Attr("max_bytes: int = 33554432") \
+    .Attr("max_pixels: int = 90000000") \
     .Attr("max_in_flight: int = 256") \
     .Attr("connections_per_host: int = 256") \
     .Attr("dns_cache_ttl: float = 300.0") \
@@ -57,12 +58,16 @@ Downloads every URL; never fails for a bad URL.
 
 bodies: the image bytes, "" where the URL failed.
 reasons: "" for success, else a tfeed failure reason (timeout, connection, dns,
-  too_large, truncated, too_many_redirects, not_image, decode_error,
+  too_large (body over max_bytes, or header over max_pixels), truncated,
+  too_many_redirects, not_image, unsupported_format, decode_error,
   invalid_url, read_error, tls, http_<code> for 4xx, http_5xx).
 attempts: tries made (1 = no retry; 0 = none: the URL was invalid, or it was
   answered from cache_dir -- a body, or a remembered permanent failure).
 details: for a failure, a human explanation; for a success, "" or, with
-  pass_transcodable, the format (tiff, jp2, pnm) the caller must transcode.
+  pass_transcodable, the format (tiff, jp2, pnm, avif, ico, "webp (animated)")
+  the caller must transcode.
+max_pixels: a body whose header declares more pixels counts as too_large
+  (0: no limit); read before any decoder allocates.
 cache_dir: a tfeed.DiskCache directory ("" for none): http(s) bodies are read
   from it and stored in it; permanent failures (http_404, http_410, not_image)
   are remembered for remember_failures_s seconds.  A hit refreshes the entry's

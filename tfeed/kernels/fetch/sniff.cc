@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 namespace tfeed {
 namespace fetch {
@@ -34,17 +35,35 @@ std::string Preview(const char* p, size_t n) {
   return out + "'";
 }
 
-Verdict CheckImage(const char* data, size_t n, bool pass_transcodable) {
+bool IsUnsupported(const char* format) {
+  for (const char* unsupported : c::kUnsupported)
+    if (std::strcmp(format, unsupported) == 0) return true;
+  return false;
+}
+
+Verdict CheckImage(const char* data, size_t n, bool pass_transcodable, int64_t max_pixels) {
   Verdict v;
   const c::Signature* signature = Sniff(data, n);
   if (signature == nullptr) {
     v.reason = c::kNotImage;
     v.detail = "body starts with " + Preview(data, n);
-  } else if (signature->decodable) {
+    return v;
+  }
+  const image::Header header = image::ReadHeader(reinterpret_cast<const unsigned char*>(data), n);
+  std::string format = header.format == c::kFormatAvif ? "avif" : signature->format;
+  if (max_pixels > 0 && image::Pixels(header) > max_pixels) {
+    v.reason = c::kTooLarge;
+    v.detail = format + " header declares " + std::to_string(header.width) + "x" + std::to_string(header.height) +
+               " pixels > max_pixels " + std::to_string(max_pixels);
+  } else if (IsUnsupported(format.c_str())) {
+    v.reason = c::kUnsupportedFormat;
+    v.detail = format + ": no installed decoder reads it";
+  } else if (signature->decodable && !header.animated) {
     v.ok = true;
   } else {  // the caller transcodes it; the detail names the format
+    if (header.animated) format += " (animated)";
     v.ok = pass_transcodable;
-    v.detail = signature->format;
+    v.detail = format;
     if (!v.ok) v.reason = c::kDecodeError, v.detail += " needs transcoding (pass_transcodable=False)";
   }
   return v;

@@ -5,10 +5,12 @@
 #define TFEED_KERNELS_FETCH_SNIFF_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "classify.h"
 #include "contract.h"
+#include "../shared/image_header.h"
 
 namespace tfeed {
 namespace fetch {
@@ -19,10 +21,13 @@ const contract::Signature* Sniff(const char* data, size_t n);
 // The first bytes as Python's repr of bytes shows them: b'...'.
 std::string Preview(const char* data, size_t n);
 
-// Success stays success only for image bytes: a decodable format passes; one
-// that needs transcoding passes (its name in the detail) with
-// pass_transcodable, else fails as decode_error; anything else is not_image.
-Verdict CheckImage(const char* data, size_t n, bool pass_transcodable);
+// Success stays success only for image bytes: a body whose header declares
+// more than max_pixels (> 0) pixels is too_large, a format in
+// kUnsupported is unsupported_format; a decodable format passes; one that
+// needs transcoding (an animated WebP too) passes, its name in the detail,
+// with pass_transcodable, else fails as decode_error; anything else is not_image.
+Verdict CheckImage(const char* data, size_t n, bool pass_transcodable,
+                   int64_t max_pixels = contract::kDefaultMaxPixels);
 
 }  // namespace fetch
 }  // namespace tfeed
