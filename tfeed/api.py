@@ -65,6 +65,7 @@ def image_dataset_from_urls(
         service: Optional[str] = None,
         processing_mode: str = "distributed_epoch",
         job_name: Optional[str] = None,
+        staging_dir: Optional[str] = None,
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -128,6 +129,10 @@ def image_dataset_from_urls(
         dispatcher``; needs the native op), ``processing_mode``
         ``"distributed_epoch"`` (each URL once) or ``"parallel_epochs"`` (once
         per worker); see :func:`tfeed.service.service_dataset` and docs/service.md.
+      staging_dir: with ``service=``, where each epoch's URLs are written as
+        shard files for the workers to read: a directory every worker can
+        read (local path, shared mount, ``gs://...``); default a temporary
+        directory (workers on this machine).  Deleted after each epoch.
       autotune: let tf.data's autotuner pick parallelism and buffer sizes.
         Off by default: with it on, the end of an epoch was seen to wait
         0.1-2.5 s for the autotuner's next tick, and throughput was lower.
@@ -150,7 +155,7 @@ def image_dataset_from_urls(
                      shuffle_buffer_size=shuffle_buffer_size, prefetch_to_device=prefetch_to_device,
                      cache_dir=cache_dir, resume_from=resume_from, progress=progress, autotune=autotune,
                      fetch_engine=fetch_engine, service=service, processing_mode=processing_mode,
-                     job_name=job_name)
+                     job_name=job_name, staging_dir=staging_dir)
     # Functions without Grappler: each epoch's iterator starts sooner (see tfeed.single_device).
     with single_device_functions():
         if plan.service is not None:
