@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tfeed import errors
 from tfeed.service.ledger import ShardLedger
-from tfeed.service.staging import EpochStaging, remove_tree, unpack_tags
+from tfeed.service.staging import EpochStaging, unpack_tags
 from tfeed.stats import Stats
 
 LOST = "lost"
@@ -95,8 +95,7 @@ class WatchdogReader:
             raise
         finally:
             if staging is not None:
-                staging.close()
-                remove_tree(staging.directory)
+                staging.remove()
 
     def _read_epoch(self, epoch: int, staging: EpochStaging):
         ledger = ShardLedger()

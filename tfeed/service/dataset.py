@@ -88,10 +88,10 @@ def service_datasets(plan: Plan) -> tuple:
     fetch_kwargs(plan.fetch_config)  # ValueError now for schemes the op cannot read
     check_classes(plan.num_classes)
     settings = plan.service
-    root = StagingRoot(*_staging_place(settings))
     datasets = []
     for selection in plan.selections:
         name = selection.subset
+        root = StagingRoot(*_staging_place(settings, name))
         stats = Stats()
         # Workers keep fixed windows: with adaptive ones a worker was seen to stop delivering
         # mid-epoch (the URLs counted lost), a fault not yet found; local pipelines adapt.
@@ -103,8 +103,8 @@ def service_datasets(plan: Plan) -> tuple:
         job_name = f"{settings.job_name}-{name}" if settings.job_name and name else settings.job_name
         make = _distributed_jobs(worker_settings, plan.seed, settings.address, settings.processing_mode, job_name)
 
-        def stage(epoch: int, selection=selection) -> EpochStaging:
-            return EpochStaging(root.epoch_dir(selection.subset, epoch), plan.factory, selection, plan.label_index)
+        def stage(epoch: int, selection=selection, root=root) -> EpochStaging:
+            return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index, owned=root.path)
 
         reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout,
                                 shared=settings.job_name is not None)
@@ -117,12 +117,12 @@ def service_datasets(plan: Plan) -> tuple:
     return tuple(datasets)
 
 
-def _staging_place(settings: ServiceSettings):
-    """``(staging_dir, name)`` of the staging root: trainers sharing a job name stage to the same
-    paths (the job's graph must be the same for all), others to a directory of their own."""
+def _staging_place(settings: ServiceSettings, subset: Optional[str]):
+    """``(staging_dir, name)`` of a subset's staging root: trainers sharing a job name stage to the
+    same paths (the job's graph must be the same for all), others to a directory of their own."""
     if settings.job_name is None:
         return settings.staging_dir, None
-    return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}"
+    return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}-{subset or 'all'}"
 
 
 def _to_float(images, labels, urls):

@@ -30,6 +30,7 @@ import queue
 import tempfile
 import threading
 import uuid
+import weakref
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -68,33 +69,22 @@ def check_classes(num_classes: int) -> None:
 
 
 class StagingRoot:
-    """A directory of this dataset's epochs under ``staging_dir`` (default: a new temp dir).
+    """The directory of one dataset's epochs under ``staging_dir`` (default: a new temp dir).
 
-    :meth:`remove` deletes only what this object created; it runs at garbage
-    collection and interpreter exit too.
+    Each epoch writes under :meth:`epoch_dir` and removes the whole root when
+    it ends (:meth:`EpochStaging.remove`); the next epoch creates it again.
+    What is left after a crash goes at garbage collection or interpreter exit.
     """
 
     def __init__(self, staging_dir: Optional[str] = None, name: Optional[str] = None):
         if staging_dir is None:
             self.path = tempfile.mkdtemp(prefix="tfeed-staging-")
-            self._created_parent = True
         else:
             self.path = f"{str(staging_dir).rstrip('/')}/{name or 'tfeed-' + uuid.uuid4().hex[:12]}"
-            tf.io.gfile.makedirs(self.path)
-            self._created_parent = False
-        self._finalizer = _finalize(self, self.path)
+        self._finalizer = weakref.finalize(self, remove_tree, self.path)
 
-    def epoch_dir(self, subset: Optional[str], epoch: int) -> str:
-        return f"{self.path}/{subset or 'all'}-epoch{epoch}"
-
-    def remove(self) -> None:
-        self._finalizer()
-
-
-def _finalize(owner, path):
-    import weakref
-
-    return weakref.finalize(owner, remove_tree, path)
+    def epoch_dir(self, epoch: int) -> str:
+        return f"{self.path}/epoch{epoch}"
 
 
 def remove_tree(path: str) -> None:
@@ -118,8 +108,8 @@ class EpochStaging:
     """
 
     def __init__(self, directory: str, pairs: Callable[[], Iterator], selection: Selection,
-                 label_index: Optional[LabelIndex]):
-        self.directory = directory
+                 label_index: Optional[LabelIndex], owned: Optional[str] = None):
+        self.directory, self._owned = directory, owned or directory
         self._pairs, self._selection, self._labels = pairs, selection, label_index
         self._lock = threading.Condition()
         self._paths: List[str] = []
@@ -164,6 +154,11 @@ class EpochStaging:
         """Stop writing (the thread ends at its next pair) and wait for it."""
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def remove(self) -> None:
+        """:meth:`close`, then delete the shards (and ``owned``, the directory holding them)."""
+        self.close()
+        remove_tree(self._owned)
 
     # -- the writing thread ----------------------------------------------
     def _run(self) -> None:
