@@ -60,12 +60,12 @@ class SentBytes:
     def _sample(self):
         out = subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout.split("\n")
         for head, info in zip(out[::2], out[1::2]):
-            fields = head.split()
-            if len(fields) < 4 or fields[2].rsplit(":", 1)[-1] not in self._ports:
+            addresses = [field for field in head.split() if ":" in field]  # local, then peer
+            if len(addresses) < 2 or addresses[0].rsplit(":", 1)[-1] not in self._ports:
                 continue
             sent = re.search(r"bytes_sent:(\d+)", info)
             if sent:
-                key = (fields[2], fields[3])
+                key = tuple(addresses[:2])
                 self._first.setdefault(key, int(sent.group(1)) if not self._started else 0)
                 self._last[key] = max(self._last.get(key, 0), int(sent.group(1)))
 
@@ -122,7 +122,7 @@ def main():
     size = (args.size, args.size)
     corpus = web_like_corpus(args.images, seed=0)
     results = {"cores": os.cpu_count(), "images": args.images, "image_size": size,
-               "uint8_image_bytes": size[0] * size[1] * 3,
+               "uint8_image_bytes": size[0] * size[1] * 3, "load_average_before": os.getloadavg(),
                "mean_body_kb": sum(map(len, corpus.values())) / len(corpus) / 1024}
     with ImageServer(corpus, process=True) as server:
         urls = [server.url(name) for name in sorted(corpus)]
