@@ -19,7 +19,8 @@ import pytest
 import tfeed
 import tfeed.service
 from tfeed.config import FetchConfig
-from tfeed.service import staging
+from tfeed.service import client, staging
+from tfeed.service import dataset as service_wiring
 from tfeed.testing import ImageServer, encode
 from tfeed.testing.server import stop_process
 
@@ -128,6 +129,27 @@ def test_thousands_of_urls_from_shards_reach_two_workers_once_each(cluster, serv
         pass
     gc.collect()
     assert list(staging_dir.iterdir()) == []
+
+
+def test_an_epoch_that_stages_slowly_runs_as_several_jobs_each_url_once(cluster, server, monkeypatch):
+    """The first job starts with the shards written by FIRST_WAVE_WAIT; later jobs take the rest."""
+    monkeypatch.setattr(client, "FIRST_WAVE_WAIT", 0.1)
+    jobs, build = [], service_wiring.epoch_dataset
+    monkeypatch.setattr(service_wiring, "epoch_dataset",
+                        lambda paths, **kw: jobs.append(len(paths)) or build(paths, **kw))
+    names = sorted(server.names)
+
+    def source():  # the second half of the list comes 1.5 s after the first
+        for i in range(1200):
+            if i == 600:
+                time.sleep(1.5)
+            yield server.url(names[i % 60]) + f"?w={i}", i
+
+    ds = tfeed.image_dataset_from_urls(source, service=cluster.address, image_size=(8, 8), batch_size=100, seed=7,
+                                       class_names=[str(i) for i in range(1200)])
+    assert sorted(_labels(ds)) == list(range(1200))
+    assert len(jobs) >= 2 and sum(jobs) == 5, jobs  # 4 shards of 256 and one of 176, each in one job
+    assert ds.stats.snapshot()["failures"] == {}
 
 
 def test_failure_counts_match_a_local_run(cluster, server):

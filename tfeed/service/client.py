@@ -26,7 +26,7 @@ import itertools
 import logging
 import queue
 import threading
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -75,12 +75,13 @@ class WatchdogReader:
     def __init__(self, make_dataset: Callable[[int, int, List[str]], tf.data.Dataset],
                  stage: Callable[[int], EpochStaging], stats: Stats, handle: Callable[[errors.Failure], None], *,
                  stall_timeout: float, queue_size: int = 8, shared: bool = False,
-                 first_wave_wait: float = FIRST_WAVE_WAIT):
+                 first_wave_wait: Optional[float] = None):
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
         self._make_dataset, self._stage, self._stats, self._handle = make_dataset, stage, stats, handle
         self._stall_timeout, self._queue_size = float(stall_timeout), queue_size
-        self._shared, self._first_wave_wait = shared, first_wave_wait
+        self._shared = shared
+        self._first_wave_wait = FIRST_WAVE_WAIT if first_wave_wait is None else first_wave_wait
         self._epochs = itertools.count()
 
     def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
