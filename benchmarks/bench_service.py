@@ -1,11 +1,15 @@
-"""Images/s of the local native pipeline vs tf.data service with 1 and 2 workers, and per-image CPU costs.
+"""Images/s of the local native pipeline vs tf.data service with 1, 2 and 4 workers; CPU and bytes per image.
 
-    python benchmarks/bench_service.py [--images 400] [--size 224] [--json out.json]
+    python benchmarks/bench_service.py [--images 400] [--size 224] [--workers 1 2 4] [--json out.json]
 
 Everything on 127.0.0.1: an ImageServer subprocess (web-like 300-500 px
 photos, 0 ms latency), a dispatcher and workers started with ``tfeed service``.
-Each row times the second of two epochs.  CPU seconds per image come from
-``/proc/<pid>/stat`` (workers) and ``os.times`` (this process): they feed
+Worker ``k`` is pinned to core ``k % cores`` (``os.sched_setaffinity``); the
+trainer and the image server are not pinned.  Each row times the second of
+two epochs.  CPU seconds per image come from ``/proc/<pid>/stat`` (workers)
+and ``os.times`` (this process); bytes per image worker -> trainer are the
+TCP bytes the workers' sockets sent during the epoch (``ss -ti``
+``bytes_sent``, sampled every 0.1 s: gRPC framing included).  They feed
 ``tfeed.service.projection``.  Keep runs short on shared machines.
 """
 
@@ -14,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 
 import tensorflow as tf
@@ -41,16 +47,63 @@ def self_cpu() -> float:
     return t.user + t.system
 
 
-def timed(make, pids=()):
-    """(images/s, client CPU s/image, workers CPU s/image) of the second epoch of ``make()``."""
+class SentBytes:
+    """TCP bytes sent from local ``ports`` while running (``ss -tin``, sampled; per connection the largest
+    count seen, minus what it had sent when sampling began)."""
+
+    def __init__(self, ports):
+        self._ports = {str(p) for p in ports}
+        self._first, self._last = {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        out = subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout.split("\n")
+        for head, info in zip(out[::2], out[1::2]):
+            addresses = [field for field in head.split() if ":" in field]  # local, then peer
+            if len(addresses) < 2 or addresses[0].rsplit(":", 1)[-1] not in self._ports:
+                continue
+            sent = re.search(r"bytes_sent:(\d+)", info)
+            if sent:
+                key = tuple(addresses[:2])
+                self._first.setdefault(key, int(sent.group(1)) if not self._started else 0)
+                self._last[key] = max(self._last.get(key, 0), int(sent.group(1)))
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def __enter__(self):
+        self._started = False
+        self._sample()
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def total(self) -> int:
+        return sum(last - self._first.get(key, 0) for key, last in self._last.items())
+
+
+def timed(make, pids=(), ports=()):
+    """(images/s, client CPU s/image, workers CPU s/image, bytes/image sent from ``ports``)
+    of the second epoch of ``make()``."""
     dataset = make()
     for _ in dataset:
         pass
-    c0, w0, t0 = self_cpu(), sum(proc_cpu(p) for p in pids), time.perf_counter()
-    n = sum(int(batch[0].shape[0]) if isinstance(batch, tuple) else int(batch.shape[0]) for batch in dataset)
-    wall = time.perf_counter() - t0
-    return dict(images=n, images_per_s=n / wall, client_cpu_ms=1e3 * (self_cpu() - c0) / n,
-                worker_cpu_ms=1e3 * (sum(proc_cpu(p) for p in pids) - w0) / n if pids else None)
+    with SentBytes(ports) as sent:
+        c0, w0, t0 = self_cpu(), sum(proc_cpu(p) for p in pids), time.perf_counter()
+        n = sum(int(batch[0].shape[0]) if isinstance(batch, tuple) else int(batch.shape[0]) for batch in dataset)
+        wall = time.perf_counter() - t0
+        c1, w1 = self_cpu(), sum(proc_cpu(p) for p in pids)
+    return dict(images=n, images_per_s=n / wall, client_cpu_ms=1e3 * (c1 - c0) / n,
+                worker_cpu_ms=1e3 * (w1 - w0) / n if pids else None,
+                sent_bytes_per_image=sent.total / n if ports else None)
 
 
 def start(*args):
@@ -63,11 +116,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     size = (args.size, args.size)
     corpus = web_like_corpus(args.images, seed=0)
     results = {"cores": os.cpu_count(), "images": args.images, "image_size": size,
+               "uint8_image_bytes": size[0] * size[1] * 3, "load_average_before": os.getloadavg(),
                "mean_body_kb": sum(map(len, corpus.values())) / len(corpus) / 1024}
     with ImageServer(corpus, process=True) as server:
         urls = [server.url(name) for name in sorted(corpus)]
@@ -92,13 +147,17 @@ def main():
         try:
             dispatcher, address = start("dispatcher")
             procs.append(dispatcher)
-            for n in (1, 2):
-                worker, _ = start("worker", "--dispatcher", address)
-                procs.append(worker)
+            ports = []
+            for n in args.workers:
+                while len(procs) - 1 < n:
+                    worker, worker_address = start("worker", "--dispatcher", address)
+                    os.sched_setaffinity(worker.pid, {(len(procs) - 1) % os.cpu_count()})
+                    procs.append(worker)
+                    ports.append(worker_address.rsplit(":", 1)[1])
                 results[f"service_{n}_workers"] = timed(
                     lambda: service_dataset(urls, service=address, labels=None, image_size=size, batch_size=32,
                                             seed=0, fetch_config=config),
-                    pids=[p.pid for p in procs[1:]])
+                    pids=[p.pid for p in procs[1:]], ports=ports)
         finally:
             for proc in procs:
                 stop_process(proc)

@@ -296,3 +296,24 @@ def test_a_cache_hit_refreshes_the_entry_for_lru(served, small_images, tmp_path,
     os.utime(path, (1_000_000, 1_000_000))
     assert len(list(ds)) == 1 and ds.stats.snapshot()["cache_hits"] == 1
     assert os.path.getmtime(path) > 1_000_000
+
+
+def test_warm_processes_fill_one_cache_from_one_list_each_with_its_share(served, small_images, tmp_path):
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(f"{served.url(n)}\n" for n in sorted(small_images)) + served.url("gone.jpg") + "\n")
+    command = [sys.executable, "-m", "tfeed", "warm", str(listing), "--cache-dir", str(tmp_path / "c"),
+               "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    shares = [subprocess.Popen(command + ["--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env) for i in range(2)]
+    import json
+
+    summaries = [json.loads(proc.communicate(timeout=120)[0]) for proc in shares]
+    assert sorted(s["fetched"] + s["failed"] for s in summaries) == sorted(
+        [len(range(0, len(small_images) + 1, 2)), len(range(1, len(small_images) + 1, 2))])
+    assert sum(s["fetched"] for s in summaries) == len(small_images)
+    assert served.request_count() == len(small_images) + 1, "each URL was requested by one process only"
+    whole = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(whole.stdout)["cache_hits"] == len(small_images)
+    bad = subprocess.run(command + ["--shard", "2/2"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "0 <= I < N" in bad.stderr

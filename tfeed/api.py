@@ -68,6 +68,7 @@ def image_dataset_from_urls(
         job_name: Optional[str] = None,
         apply_exif_orientation: bool = True,
         alpha_background: Optional[Sequence[int]] = (255, 255, 255),
+        staging_dir: Optional[str] = None,
 ):
     """A ``tf.data.Dataset`` of images downloaded from URLs, for ``model.fit``.
 
@@ -139,6 +140,10 @@ def image_dataset_from_urls(
       alpha_background: ``(r, g, b)`` that transparent pixels (RGBA or
         palette PNG, WebP, AVIF, ICO with alpha) are composited onto;
         ``None`` drops alpha (the colour stored under it shows).
+      staging_dir: with ``service=``, where each epoch's URLs are written as
+        shard files for the workers to read: a directory every worker can
+        read (local path, shared mount, ``gs://...``); default a temporary
+        directory (workers on this machine).  Deleted after each epoch.
       autotune: let tf.data's autotuner pick parallelism and buffer sizes.
         Off by default: with it on, the end of an epoch was seen to wait
         0.1-2.5 s for the autotuner's next tick, and throughput was lower.
@@ -162,7 +167,7 @@ def image_dataset_from_urls(
                      cache_dir=cache_dir, resume_from=resume_from, progress=progress, autotune=autotune,
                      fetch_engine=fetch_engine, service=service, processing_mode=processing_mode,
                      job_name=job_name, apply_exif_orientation=apply_exif_orientation,
-                     alpha_background=alpha_background)
+                     alpha_background=alpha_background, staging_dir=staging_dir)
     # Functions without Grappler: each epoch's iterator starts sooner (see tfeed.single_device).
     with single_device_functions():
         if plan.service is not None:

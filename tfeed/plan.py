@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -39,7 +39,8 @@ class ServiceSettings:
     address: str
     processing_mode: str = "distributed_epoch"
     job_name: Optional[str] = None
-    stall_timeout: float = 30.0  # seconds without an element before the epoch ends, the rest counted lost
+    stall_timeout: float = 30.0  # seconds without an element before the job ends, the rest counted lost
+    staging_dir: Optional[str] = None  # where the epoch's URL shards go (workers must read it); None: a temp dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,8 @@ def make_plan(source, labels="inferred", label_mode="int", class_names=None, bat
               deterministic=False, fetch_config=None, num_parallel_calls=None, shuffle_buffer_size=100_000,
               prefetch_to_device=None, cache_dir=None, resume_from=None, progress=False, autotune=False,
               fetch_engine="auto", service=None, processing_mode="distributed_epoch", job_name=None,
-              stall_timeout=DEFAULT_STALL_TIMEOUT, apply_exif_orientation=True, alpha_background=(255, 255, 255)) -> Plan:
+              stall_timeout=DEFAULT_STALL_TIMEOUT, apply_exif_orientation=True, alpha_background=(255, 255, 255),
+              staging_dir=None) -> Plan:
     """The :class:`Plan` of these arguments (those of :func:`tfeed.image_dataset_from_urls`,
     with the same defaults, and ``stall_timeout`` of :func:`tfeed.service.service_dataset`)."""
     check_choice("label_mode", label_mode, LABEL_MODES)
@@ -131,10 +133,11 @@ def make_plan(source, labels="inferred", label_mode="int", class_names=None, bat
         resume_from=Position.load(os.fspath(resume_from)) if isinstance(resume_from, (str, os.PathLike))
         else resume_from,
         progress=progress, autotune=autotune,
-        service=_service_settings(service, processing_mode, job_name, stall_timeout), decode_options=decode_options)
+        service=_service_settings(service, processing_mode, job_name, stall_timeout, staging_dir),
+        decode_options=decode_options)
 
 
-def _service_settings(service, processing_mode, job_name, stall_timeout) -> Optional[ServiceSettings]:
+def _service_settings(service, processing_mode, job_name, stall_timeout, staging_dir) -> Optional[ServiceSettings]:
     if service is None:
         return None
     check_choice("processing_mode", processing_mode, PROCESSING_MODES)
@@ -142,7 +145,10 @@ def _service_settings(service, processing_mode, job_name, stall_timeout) -> Opti
         raise ValueError(f'service must be a dispatcher address such as "grpc://host:5050", got {service!r}')
     if not stall_timeout > 0:
         raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
-    return ServiceSettings(service, processing_mode, job_name, float(stall_timeout))
+    if staging_dir is not None and not isinstance(staging_dir, (str, os.PathLike)):
+        raise TypeError(f"staging_dir must be a path (local or tf.io.gfile, e.g. gs://...), got {staging_dir!r}")
+    return ServiceSettings(service, processing_mode, job_name, float(stall_timeout),
+                           os.fspath(staging_dir) if staging_dir is not None else None)
 
 
 def attach(dataset: tf.data.Dataset, plan: Plan, stats, engine: str, keep_alive=None) -> tf.data.Dataset:

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tfeed.augment import randomness
 from tfeed.augment.base import Op, Recipe
-from tfeed.augment.tail import ColorTail, color_tail, tail_start
+from tfeed.augment.tail import ColorTail, color_tail
 from tfeed.images import DEFAULT_IMAGE_SIZE, DecodeHooks, check_image_size
 from tfeed.single_device import single_device_functions
 from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions

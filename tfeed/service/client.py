@@ -1,14 +1,16 @@
-"""The client side: read one job of tf.data service through a watchdog, and keep the books.
+"""The client side: read an epoch's jobs of tf.data service through a watchdog, and keep the books.
 
 A plain tf.data service client waits forever when a worker dies mid-epoch
 (its in-flight elements are gone and the job never ends).  Here a daemon
 thread iterates the distributed dataset into a small queue and the
 ``from_generator`` callable of the client pipeline waits on that queue at
 most ``stall_timeout`` seconds per element.  When nothing arrives in time the
-epoch ends: the URLs of the epoch that were neither delivered nor counted as
-failed are recorded as ``lost`` (one :class:`tfeed.Failure` each, through the
-error policy), and a warning names the count.  When nothing at all arrived,
-a :class:`ServiceUnavailableError` is raised instead.
+job ends: the rows of its shards that were neither delivered nor counted as
+failed are recorded as ``lost`` (one :class:`tfeed.Failure` each, named by
+reading the shard back: :class:`~tfeed.service.ledger.ShardLedger`), a
+warning names the count, and the epoch goes on with its next job, if any.
+When nothing at all arrived in the epoch, a :class:`ServiceUnavailableError`
+is raised instead.
 
 With ``shared=True`` (trainers sharing a job through ``job_name``) each
 trainer receives only its share of the URLs, so the ones it did not receive
@@ -20,21 +22,23 @@ offers no way to cancel it); it holds no lock and exits if it ever wakes.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import queue
 import threading
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfeed import errors
+from tfeed.service.ledger import ShardLedger
+from tfeed.service.staging import EpochStaging, unpack_tags
 from tfeed.stats import Stats
 
 LOST = "lost"
 DUPLICATE = "duplicate"
+FIRST_WAVE_WAIT = 2.0  # seconds the first job waits for the whole epoch to be staged (~1M URLs)
 _END = object()
 _log = logging.getLogger("tfeed.service")
 
@@ -49,44 +53,71 @@ class _Raised:
 
 
 class WatchdogReader:
-    """Callable for ``from_generator``: each call reads one epoch (one job).
+    """Callable for ``from_generator``: each call reads one epoch (one or more jobs).
 
-    ``make_dataset(epoch)`` returns that epoch's distributed dataset of
-    ``(image, label, url, reason)``; ``urls`` are the epoch's URLs (the
-    client knows them, so it can tell delivered, failed and lost apart).
-    Elements arrive in groups (vectors of ``[n]``); yields groups of
-    ``(images, labels, urls)`` of the delivered images; failures go to
-    ``stats`` and ``handle`` (the error policy).  ``invalid`` failures (bad
-    labels found while reading the source) are recorded at each epoch start.
+    ``stage(epoch)`` starts writing that epoch's shards and returns its
+    :class:`~tfeed.service.staging.EpochStaging`; ``make_dataset(epoch,
+    wave, paths)`` returns the distributed dataset of one job over those
+    shard files, of groups of ``(images uint8, tags, urls, reasons)``.
+
+    An epoch runs in *waves*: the first job starts once staging is done or
+    ``first_wave_wait`` seconds passed (then it takes the shards written so
+    far), each later job takes the shards completed meanwhile.  Lists that
+    stage within ``first_wave_wait`` (about a million URLs) are one job.
+    ``shared=True`` (trainers sharing a job name) waits for the whole epoch
+    to be staged, so that every trainer registers the same single job.
+
+    Yields groups of ``(images uint8, labels, urls)`` of the delivered
+    images; failures go to ``stats`` and ``handle`` (the error policy).
+    The epoch's shard files are deleted when it ends or is abandoned.
     """
 
-    def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], urls: List[str], stats: Stats,
-                 handle: Callable[[errors.Failure], None], *, stall_timeout: float,
-                 invalid: Tuple[errors.Failure, ...] = (), queue_size: int = 8, shared: bool = False):
+    def __init__(self, make_dataset: Callable[[int, int, List[str]], tf.data.Dataset],
+                 stage: Callable[[int], EpochStaging], stats: Stats, handle: Callable[[errors.Failure], None], *,
+                 stall_timeout: float, queue_size: int = 8, shared: bool = False,
+                 first_wave_wait: Optional[float] = None):
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
-        self._make_dataset, self._urls, self._stats, self._handle = make_dataset, urls, stats, handle
-        self._stall_timeout, self._invalid, self._queue_size = float(stall_timeout), invalid, queue_size
+        self._make_dataset, self._stage, self._stats, self._handle = make_dataset, stage, stats, handle
+        self._stall_timeout, self._queue_size = float(stall_timeout), queue_size
         self._shared = shared
+        self._first_wave_wait = FIRST_WAVE_WAIT if first_wave_wait is None else first_wave_wait
         self._epochs = itertools.count()
 
     def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         epoch = next(self._epochs)
         self._stats.begin_epoch(epoch)
+        staging = None
         try:
-            for failure in self._invalid:
-                self._fail(failure)
-            yield from self._read(epoch)
+            staging = self._stage(epoch)
+            yield from self._read_epoch(epoch, staging)
         except Exception as exc:  # re-raised by the accounting stage, with its type
             self._stats.fail(exc)
             raise
+        finally:
+            if staging is not None:
+                staging.remove()
 
-    def _read(self, epoch: int):
-        expected = collections.Counter(self._urls)
+    def _read_epoch(self, epoch: int, staging: EpochStaging):
+        ledger = ShardLedger()
+        next_shard, wave, received = 0, 0, 0
+        while True:
+            wait = None if self._shared else (self._first_wave_wait if wave == 0 else 0.0)
+            shards = staging.next_shards(next_shard, wait_all=wait)
+            self._report(staging.take_failures())
+            if not shards:
+                return
+            for shard, _ in shards:
+                ledger.expect(shard, staging.shard_length(shard))
+            next_shard += len(shards)
+            paths = [path for _, path in shards]
+            received += yield from self._read_job(self._make_dataset(epoch, wave, paths), ledger, shards, received)
+            wave += 1
+
+    def _read_job(self, dataset: tf.data.Dataset, ledger: ShardLedger, shards, received_before: int):
         items: "queue.Queue" = queue.Queue(self._queue_size)
         stop = threading.Event()
-        thread = threading.Thread(target=_pull, args=(self._make_dataset, epoch, items, stop),
-                                  name=f"tfeed-service-epoch-{epoch}", daemon=True)
+        thread = threading.Thread(target=_pull, args=(dataset, items, stop), name="tfeed-service-job", daemon=True)
         thread.start()
         received = 0
         try:
@@ -94,64 +125,69 @@ class WatchdogReader:
                 try:
                     item = items.get(timeout=self._stall_timeout)
                 except queue.Empty:
-                    if received == 0:
+                    if received_before + received == 0:
                         raise ServiceUnavailableError(
                             f"no element from the tf.data service within stall_timeout={self._stall_timeout:g} s: "
                             "is the dispatcher running and is a worker (tfeed service worker) registered?") from None
-                    self._stalled(expected, received)
-                    return
+                    self._stalled(ledger, shards, received)
+                    return received
                 if item is _END:
                     break
                 if isinstance(item, _Raised):
                     raise item.error
-                images, labels, urls, reasons = item
-                received += len(urls)
-                keep = np.zeros(len(urls), bool)
-                for row, (url, reason) in enumerate(zip(urls, reasons)):
-                    url_text = url.decode(errors="replace")
-                    if expected[url_text] <= 0:
-                        expected.pop(url_text, None)
-                        _log.debug("tfeed service: %s arrived more than once", url_text)
-                    else:
-                        expected[url_text] -= 1
-                    if reason:
-                        detail = "image could not be decoded" if reason == errors.DECODE_ERROR.encode() else ""
-                        self._fail(errors.Failure(url_text, reason.decode(), detail))
-                    else:
-                        keep[row] = True
-                if keep.all():
-                    yield images, labels, urls
-                elif keep.any():
-                    yield images[keep], labels[keep], urls[keep]
+                received += len(item[1])
+                delivered = self._book(item, ledger)
+                if delivered is not None:
+                    yield delivered
         finally:
             stop.set()
-        missing = sum(count for count in expected.values() if count > 0)
-        if missing and not self._shared:  # the job ended without them: a worker was lost and the service moved on
-            self._record_lost(expected, "the tf.data service job ended without this URL (worker lost)")
+        if ledger.missing(shards) and not self._shared:  # the job ended without them: a worker was lost
+            self._record_lost(ledger, shards, "the tf.data service job ended without this URL (worker lost)")
+        return received
 
-    def _stalled(self, expected, received):
-        missing = sum(count for count in expected.values() if count > 0)
+    def _book(self, item, ledger: ShardLedger):
+        """Count one group; ``(images, labels, urls)`` of its delivered images, or None."""
+        images, tags, urls, reasons = item
+        shard_ids, rows, labels = unpack_tags(tags)
+        duplicates = ledger.arrived(shard_ids, rows)
+        if duplicates:
+            _log.debug("tfeed service: %d element(s) arrived more than once", duplicates)
+        keep = reasons == b""
+        for url, reason in zip(urls[~keep], reasons[~keep]):
+            detail = "image could not be decoded" if reason == errors.DECODE_ERROR.encode() else ""
+            self._fail(errors.Failure(url.decode(errors="replace"), reason.decode(), detail))
+        if keep.all():
+            return images, labels, urls
+        if keep.any():
+            return images[keep], labels[keep], urls[keep]
+        return None
+
+    def _stalled(self, ledger, shards, received):
+        missing = ledger.missing(shards)
         if self._shared:
-            _log.warning("tfeed service: no element for %g s after %d; ending the epoch (the job is shared: "
+            _log.warning("tfeed service: no element for %g s after %d; ending the job (the job is shared: "
                          "the %d URL(s) this trainer did not receive may have gone to another trainer)",
                          self._stall_timeout, received, missing)
             return
-        _log.warning("tfeed service: no element for %g s after %d; ending the epoch with %d URL(s) lost "
+        _log.warning("tfeed service: no element for %g s after %d; ending the job with %d URL(s) lost "
                      "(a worker died mid-epoch?)", self._stall_timeout, received, missing)
-        self._record_lost(expected, f"no element from the tf.data service for {self._stall_timeout:g} s "
-                                    "(worker lost mid-epoch)")
+        self._record_lost(ledger, shards, f"no element from the tf.data service for {self._stall_timeout:g} s "
+                                          "(worker lost mid-epoch)")
 
-    def _record_lost(self, expected, detail):
-        for url, count in expected.items():
-            for _ in range(max(count, 0)):
-                self._fail(errors.Failure(url, LOST, detail))
+    def _record_lost(self, ledger, shards, detail):
+        for url in ledger.missing_urls(shards):
+            self._fail(errors.Failure(url, LOST, detail))
+
+    def _report(self, failures) -> None:
+        for failure in failures:
+            self._fail(failure)
 
     def _fail(self, failure: errors.Failure) -> None:
         self._stats.record_failure(failure)
         self._handle(failure)
 
 
-def _pull(make_dataset, epoch, items: "queue.Queue", stop: threading.Event) -> None:
+def _pull(dataset, items: "queue.Queue", stop: threading.Event) -> None:
     """Thread body: the epoch's elements (numpy) into ``items``, then ``_END``."""
 
     def put(item) -> bool:
@@ -164,7 +200,7 @@ def _pull(make_dataset, epoch, items: "queue.Queue", stop: threading.Event) -> N
         return False
 
     try:
-        for element in make_dataset(epoch).as_numpy_iterator():
+        for element in dataset.as_numpy_iterator():
             if not put(element):
                 return
         put(_END)

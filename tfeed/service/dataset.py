@@ -1,9 +1,10 @@
 """``image_dataset_from_urls(..., service="grpc://host:port")``: the pipeline split across tf.data service.
 
-    client: source -> split/shard -> labels -> URL and label tensors (one epoch)
-    workers: from_tensor_slices -> shuffle -> native fetch -> decode or fallback   (graph only)
-    workers: ... -> groups of TRANSFER_GROUP
-    client: watchdog reader (counts reasons, detects lost workers) -> unbatch -> labels -> batch -> account -> prefetch
+    client: source -> split/shard -> labels -> shard files under staging_dir (streamed, a thread)
+    workers: shard files (one split each) -> lines -> shuffle -> native fetch -> decode or fallback
+             -> uint8 -> groups of TRANSFER_GROUP                                     (graph only)
+    client: watchdog reader (per-shard books: reasons, lost) -> unbatch -> float32 -> labels -> batch
+            -> account -> prefetch
 
 The workers run only graph ops (see :mod:`tfeed.service.graph`): they need
 the native fetch op, so do the client (it builds the graph) and every
@@ -13,20 +14,21 @@ the native fetch op, so do the client (it builds the graph) and every
 from __future__ import annotations
 
 import hashlib
-from typing import List, Optional, Tuple
+import random
+import tempfile
+from typing import List, Optional
 
-import numpy as np
 import tensorflow as tf
 
-from tfeed import errors, kernels
+from tfeed import kernels
 from tfeed.batching.progress import ProgressBar
 from tfeed.batching.accounting import account
 from tfeed.batching.stage import batch_with_labels, finish, pipeline_options
 from tfeed.errors import resolve_policy
-from tfeed.plan import Plan, attach, make_plan
+from tfeed.plan import Plan, ServiceSettings, attach, make_plan
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
-from tfeed.source.generator import LabelIndex, Selection, admit
+from tfeed.service.staging import EpochStaging, StagingRoot, check_classes
 from tfeed.stats import Stats
 
 # Elements are decoded images: snappy gains little on them and costs CPU on both sides.
@@ -50,8 +52,15 @@ def service_dataset(source, *, service: str, **arguments):
     the same name share each epoch's job (its name gets ``-epoch<N>``); each
     trainer's stats then count only what it received, and no URL is counted
     as ``lost`` (a trainer cannot tell another's share from a lost one).
-    ``stall_timeout``: seconds without an element after which the epoch ends
-    and the URLs not yet seen count as ``lost`` (default 30).
+    ``stall_timeout``: seconds without an element after which the job ends
+    and the URLs of its shards not yet seen count as ``lost`` (default 30).
+    ``staging_dir``: where each epoch's URLs are written as shard files for
+    the workers (:mod:`tfeed.service.staging`); it must be readable by every
+    worker; default a temporary directory (workers on this machine).
+
+    Images travel as uint8 (the resized pixels rounded to integers) and are
+    float32 again on the client: they equal the local pipeline's images
+    rounded half to even.
     """
     plan = make_plan(source, service=service, **arguments)
     datasets = service_datasets(plan)
@@ -77,11 +86,12 @@ def service_datasets(plan: Plan) -> tuple:
     from tfeed.fetching.native import fetch_kwargs
 
     fetch_kwargs(plan.fetch_config)  # ValueError now for schemes the op cannot read
+    check_classes(plan.num_classes)
     settings = plan.service
     datasets = []
     for selection in plan.selections:
         name = selection.subset
-        urls, indices, invalid = read_selection(plan.factory, selection, plan.label_index)
+        root = StagingRoot(*_staging_place(settings, name))
         stats = Stats()
         # Workers keep fixed windows: with adaptive ones a worker was seen to stop delivering
         # mid-epoch (the URLs counted lost), a fault not yet found; local pipelines adapt.
@@ -92,15 +102,32 @@ def service_datasets(plan: Plan) -> tuple:
                                num_parallel_calls=plan.num_parallel_calls, ops=ops,
                                decode_options=plan.decode_options)
         job_name = f"{settings.job_name}-{name}" if settings.job_name and name else settings.job_name
-        make = _distributed_epochs(urls, indices, worker_settings, plan.seed, settings.address,
-                                   settings.processing_mode, job_name)
-        reader = WatchdogReader(make, list(urls), stats, handle, stall_timeout=settings.stall_timeout,
-                                invalid=invalid, shared=settings.job_name is not None)
+        make = _distributed_jobs(worker_settings, plan.seed, settings.address, settings.processing_mode, job_name)
+
+        def stage(epoch: int, selection=selection, root=root) -> EpochStaging:
+            return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index, owned=root.path)
+
+        reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout,
+                                shared=settings.job_name is not None)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
-            tf.TensorSpec([None, *plan.image_size, 3], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, *plan.image_size, 3], tf.uint8), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.string))).unbatch()
+        dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         datasets.append(_client_stages(dataset, plan, stats, name))
+        datasets[-1]._tfeed_staging = root  # the staging directory lives as long as a dataset using it
     return tuple(datasets)
+
+
+def _staging_place(settings: ServiceSettings, subset: Optional[str]):
+    """``(staging_dir, name)`` of a subset's staging root: trainers sharing a job name stage to the
+    same paths (the job's graph must be the same for all), others to a directory of their own."""
+    if settings.job_name is None:
+        return settings.staging_dir, None
+    return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}-{subset or 'all'}"
+
+
+def _to_float(images, labels, urls):
+    return tf.cast(images, tf.float32), labels, urls
 
 
 def require_native():
@@ -122,37 +149,27 @@ def require_native():
         "back to the Python engine.")
 
 
-def read_selection(factory, selection: Selection, label_index: Optional[LabelIndex]
-                   ) -> Tuple[np.ndarray, np.ndarray, Tuple[errors.Failure, ...]]:
-    """``(urls, class indices, invalid-label failures)`` of the selected pairs, read on the client."""
-    urls: List[str] = []
-    indices: List[int] = []
-    invalid: List[errors.Failure] = []
-    for url, label in selection.select(factory()):
-        url, index, failure = admit(url, label, label_index)
-        if failure is not None:
-            invalid.append(failure)
-            continue
-        urls.append(url)
-        indices.append(index)
-    return np.array(urls, dtype=object), np.array(indices, dtype=np.int64), tuple(invalid)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffle seed of ``epoch``: a new order each epoch, reproducible from ``seed``."""
     digest = hashlib.blake2b(f"{seed}:{epoch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % (2**31)
 
 
-def _distributed_epochs(urls, indices, settings, seed, service, processing_mode, job_name):
+def _distributed_jobs(settings, seed, service, processing_mode, job_name):
+    """``make(epoch, wave, paths)``: the distributed dataset of one job over shard files ``paths``,
+    visited in an order drawn from ``(seed, epoch, wave)``."""
     options = pipeline_options()
 
-    def make(epoch: int) -> tf.data.Dataset:
-        worker_side = (epoch_dataset(urls, indices, seed=epoch_seed(seed, epoch), **settings)
+    def make(epoch: int, wave: int, paths: List[str]) -> tf.data.Dataset:
+        job_seed = epoch_seed(seed, epoch) + wave
+        order = list(paths)
+        if settings["shuffle"]:
+            random.Random(job_seed).shuffle(order)
+        worker_side = (epoch_dataset(order, seed=job_seed, **settings)
                        .batch(TRANSFER_GROUP).with_options(options))
+        name = f"{job_name}-epoch{epoch}" + (f"-wave{wave}" if wave else "") if job_name else None
         return worker_side.apply(tf.data.experimental.service.distribute(
-            processing_mode, service, job_name=f"{job_name}-epoch{epoch}" if job_name else None,
-            compression=COMPRESSION))
+            processing_mode, service, job_name=name, compression=COMPRESSION))
 
     return make
 

@@ -10,11 +10,12 @@ around that mean; images go in groups of 16 through a bounded buffer (4
 groups per worker, as tf.data service's) to one trainer whose client spends
 ``client_ms`` per image on ``client_cores`` cores (receive, copy, unbatch,
 batch, accounting).  A worker whose buffer is full waits.  Further caps: the
-trainer's network (float32 images of ``image_size``) and the dispatcher's
-split hand-out in distributed_epoch (one RPC per URL; ``--dispatcher-splits``,
-not measured here).  Not modelled: the origin servers (assumed not to be the
-bottleneck), latency (the native op hides it with hundreds of requests in
-flight), worker start-up.
+trainer's network (uint8 images of ``image_size`` plus ``--overhead-bytes``
+per image, measured) and the dispatcher's split hand-out in distributed_epoch
+(one RPC per shard file of up to 32,768 URLs; ``--dispatcher-splits`` per
+second, not measured here).  Not modelled: the origin servers (assumed not
+to be the bottleneck), latency (the native op hides it with hundreds of
+requests in flight), worker start-up.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ class Costs:
     client_cores: int = 1
     image_size: int = 224
     network_gbps: float = 10.0
-    dispatcher_splits_per_s: float = 20_000.0
+    dispatcher_splits_per_s: float = 1_000.0
+    overhead_bytes: float = 0.0
+    rows_per_split: int = 32768
 
     def caps(self) -> dict:
-        image_bytes = self.image_size * self.image_size * 3 * 4
+        image_bytes = self.image_size * self.image_size * 3 + self.overhead_bytes  # uint8 pixels on the wire
         return {"client": 1e3 * self.client_cores / self.client_ms,
                 "network": self.network_gbps * 1e9 / 8 / image_bytes,
-                "dispatcher": self.dispatcher_splits_per_s}
+                "dispatcher": self.dispatcher_splits_per_s * self.rows_per_split}
 
 
 def simulate(costs: Costs, workers: int, images: int = 20_000, seed: int = 0) -> float:
@@ -100,10 +103,11 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--network-gbps", type=float, default=defaults.network_gbps)
     parser.add_argument("--dispatcher-splits", type=float, default=defaults.dispatcher_splits_per_s)
+    parser.add_argument("--overhead-bytes", type=float, default=defaults.overhead_bytes)
     args = parser.parse_args(argv)
     for client_cores in args.client_cores:
         costs = Costs(args.worker_ms, args.client_ms, args.worker_cores, client_cores, args.image_size,
-                      args.network_gbps, args.dispatcher_splits)
+                      args.network_gbps, args.dispatcher_splits, args.overhead_bytes)
         caps = costs.caps()
         print(f"\nclient cores {client_cores}: caps " + ", ".join(f"{k} {v:,.0f}/s" for k, v in caps.items()))
         print("| workers | images/s (simulated) | workers alone | trainer-side limit |")

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import itertools
 import random
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
