@@ -14,7 +14,7 @@ import random
 import socket
 import time
 import urllib.parse
-from typing import Optional
+from typing import Callable, Optional
 
 import aiohttp
 
@@ -81,14 +81,15 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 
 async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig,
-                   rng: random.Random, *, stop_on_overload: bool = False) -> Outcome:
+                   rng: random.Random, *, stop_on_overload: Callable[[int], bool] = lambda status: False
+                   ) -> Outcome:
     """Fetch ``url`` within ``config.deadline`` seconds, retrying what is
     retryable, and check that the body is an image.
 
-    ``stop_on_overload``: an attempt that finds the host overloaded (429,
-    503, a refused, reset or timed-out connection) ends the call with
-    ``Outcome.overload`` instead of being retried: the caller's host limiter
-    decides when the URL goes again.
+    ``stop_on_overload(status)``: whether an attempt that finds the host
+    overloaded (``status`` 429 or 503, or 0 for a refused, reset or timed-out
+    connection) ends the call with ``Outcome.overload`` instead of being
+    retried: the caller's host limiter then decides when the URL goes again.
     """
     refused = urls.refusal(url)
     if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
@@ -123,7 +124,7 @@ async def _fetch_http(session, url, config, rng, stop_on_overload) -> Outcome:
         latency = loop.time() - began
         if attempt.body is not None:
             return Outcome(body=attempt.body, attempts=attempts, latency=latency)
-        if stop_on_overload and attempt.overload_status is not None:
+        if attempt.overload_status is not None and stop_on_overload(attempt.overload_status):
             overload = Overload(attempt.overload_status, attempt.retry_after, attempt.detail)
             return Outcome(overload=overload, attempts=attempts, latency=latency)
         failure = errors.Failure(url, attempt.reason, attempt.detail)

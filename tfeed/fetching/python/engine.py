@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import itertools
 import queue
 import random
@@ -265,7 +266,7 @@ class FetchEngine:
         url, label = pending.url, pending.label
         try:
             outcome = await download(self._session, url, self.config, self._rng,
-                                     stop_on_overload=host.sheds_its_overload(pending))
+                                     stop_on_overload=functools.partial(host.takes_as_load, pending))
             self.stats.record_retries(outcome.attempts - 1)
             if outcome.overload is not None:
                 self._in_flight -= 1

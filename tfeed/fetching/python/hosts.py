@@ -13,10 +13,13 @@ import random
 import urllib.parse
 from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
-from tfeed import contract
+from tfeed import contract, errors
 from tfeed.config import FetchConfig
 from tfeed.fetching.limiter import HostLimiter
 from tfeed.fetching.python.download import Outcome, Overload
+
+# Failures that say the host never answered (no connection): its refusals are then not load.
+_NO_ANSWER = (errors.CONNECTION, errors.DNS, errors.TIMEOUT, errors.BLOCKED_ADDRESS, errors.INVALID_URL)
 
 
 @dataclasses.dataclass
@@ -59,7 +62,8 @@ class Host:
     def answered(self, ticket, outcome: Outcome, now: float) -> None:
         """A request ended with an image or a failure that says nothing of load."""
         self.requests += outcome.attempts
-        self.ever_answered = True
+        if outcome.body is not None or outcome.failure.reason not in _NO_ANSWER:
+            self.ever_answered = True  # a refusal is no answer: the host may be down
         if outcome.body is not None:
             self.images += 1
         else:
@@ -73,15 +77,16 @@ class Host:
         if 0 <= pending.answered_mark < answered:
             pending.sheds += 1
         pending.answered_mark = answered
-        if overload.status == 0 and not self.ever_answered:  # a host that never answered is down, not busy
-            self.limiter.finished(ticket)
-        else:
-            self.limiter.overloaded(ticket, now, status=overload.status, retry_after=overload.retry_after)
+        self.limiter.overloaded(ticket, now, status=overload.status, retry_after=overload.retry_after)
 
-    def sheds_its_overload(self, pending: Pending) -> bool:
-        """Whether an overload answer for ``pending`` is taken as the host's load
-        (requeue) rather than as the URL's own retryable failure."""
-        return self.adaptive and pending.sheds < contract.SHEDS_PER_URL
+    def takes_as_load(self, pending: Pending, status: int) -> bool:
+        """Whether an overload answer (``status`` 429/503, or 0 for a refused, reset or
+        timed-out connection) for ``pending`` is taken as the host's load (requeue)
+        rather than as the URL's own retryable failure.  A host that never answered
+        is down, not busy: its refusals are failures (as in the native engine)."""
+        if not self.adaptive or pending.sheds >= contract.SHEDS_PER_URL:
+            return False
+        return status != 0 or self.ever_answered
 
 
 class HostQueues:

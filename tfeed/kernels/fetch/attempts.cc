@@ -333,7 +333,7 @@ void Fetcher::TellHost(Transfer* t, bool image, Clock::time_point now) {
   t->host = nullptr;
   hosts_dirty_ = true;
   host->requests += t->attempts;
-  host->answered = true;
+  if (image || t->connected) host->answered = true;  // a refusal is no answer: the host may be down
   ++(image ? host->images : host->failures);
   host->limiter.Succeeded(t->ticket, Seconds(now - t->attempt_began), Since(now));
 }
