@@ -5,6 +5,7 @@ engines could read differently, files planted in the cache.  Loopback only."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -159,3 +160,38 @@ def test_build_refuses_a_library_planted_at_its_path(tmp_path):
     os.chmod(target, 0o664)  # group-writable: someone else could have written it
     with pytest.raises(build.BuildError, match="refusing to load"):
         build.build(tmp_path, library="core")
+
+
+# -- memory: max_in_flight_bytes in the native engine -------------------------------------------
+
+def _requests_started_while_a_body_is_held(ops, server, names, budget):
+    """Batch A: one image (finished, its bytes held in A's outputs) and one URL that hangs until
+    read_timeout; batch B starts meanwhile.  Returns how many of B's URLs the server saw while A
+    still held its bytes (A's hanging request open), and every reason."""
+    config = tfeed.FetchConfig(retries=0, read_timeout=4, deadline=20, adaptive=False, max_in_flight_bytes=budget)
+    held, hanging, *later = names
+    a_urls = [fresh(server, held), fresh(server, hanging, hang=1)]
+    b_urls = [fresh(server, name) for name in later]
+    before = {name: server.request_count(name) for name in names}
+    results = {}
+    a = threading.Thread(target=lambda: results.__setitem__("a", native_fetch(ops, a_urls, config)))
+    a.start()
+    while server.request_count(hanging) == before[hanging] or server.request_count(held) == before[held]:
+        time.sleep(0.05)
+    b = threading.Thread(target=lambda: results.__setitem__("b", native_fetch(ops, b_urls, config)))
+    b.start()
+    time.sleep(1.0)  # B's requests, if admitted, reach a loopback server well within this
+    seen = sum(server.request_count(name) - before[name] for name in later)
+    a_still_hanging = a.is_alive()
+    a.join()
+    b.join()
+    reasons = [reason for _, reason, _, _ in results["a"] + results["b"]]
+    return seen, a_still_hanging, reasons
+
+
+def test_native_engine_pauses_new_requests_at_max_in_flight_bytes(ops, server, small_images):
+    names = sorted(small_images)[10:15]
+    seen, hanging, reasons = _requests_started_while_a_body_is_held(ops, server, names, budget=512 * 2**20)
+    assert hanging and seen == 3 and reasons == ["", "timeout", "", "", ""]  # the control: B runs at once
+    seen, hanging, reasons = _requests_started_while_a_body_is_held(ops, server, names, budget=1)
+    assert hanging and seen == 0 and reasons == ["", "timeout", "", "", ""]  # B waited, then every URL ran

@@ -66,6 +66,7 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_redirects", &opt->max_redirects));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_bytes", &opt->max_bytes));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_in_flight", &opt->max_in_flight));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("max_in_flight_bytes", &opt->max_in_flight_bytes));
   TF_RETURN_IF_ERROR(ctx->GetAttr("connections_per_host", &opt->connections_per_host));
   TF_RETURN_IF_ERROR(ctx->GetAttr("trust_env", &opt->trust_env));
   TF_RETURN_IF_ERROR(ctx->GetAttr("pass_transcodable", &opt->pass_transcodable));
@@ -97,8 +98,9 @@ absl::Status Validate(const Options& opt) {
     return tensorflow::errors::FailedPrecondition("cache_dir needs zlib (libz.so.1) for its checksums");
   if (!(opt.connect_timeout > 0 && opt.read_timeout > 0 && opt.deadline > 0))
     return tensorflow::errors::InvalidArgument("timeouts must be > 0");
-  if (!(opt.max_in_flight >= 1 && opt.connections_per_host >= 1 && opt.max_bytes >= 1))
-    return tensorflow::errors::InvalidArgument("max_in_flight, connections_per_host, max_bytes must be >= 1");
+  if (!(opt.max_in_flight >= 1 && opt.connections_per_host >= 1 && opt.max_bytes >= 1 && opt.max_in_flight_bytes >= 1))
+    return tensorflow::errors::InvalidArgument(
+        "max_in_flight, max_in_flight_bytes, connections_per_host, max_bytes must be >= 1");
   if (!(opt.retries >= 0 && opt.max_redirects >= 0 && opt.backoff >= 0 && opt.max_backoff >= 0))
     return tensorflow::errors::InvalidArgument("retries, max_redirects, backoff, max_backoff must be >= 0");
   return absl::OkStatus();

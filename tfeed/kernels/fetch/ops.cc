@@ -27,6 +27,7 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("max_redirects: int = 5") \
     .Attr("max_bytes: int = 33554432") \
     .Attr("max_in_flight: int = 256") \
+    .Attr("max_in_flight_bytes: int = 536870912") \
     .Attr("connections_per_host: int = 256") \
     .Attr("dns_cache_ttl: float = 300.0") \
     .Attr("schemes: list(string) = ['http', 'https']") \
