@@ -17,6 +17,7 @@
 #include "fetcher.h"
 #include "local_files.h"
 #include "sniff.h"
+#include "url_rules.h"
 #include "tensorflow/core/framework/op_kernel.h"
 
 namespace tfeed {
@@ -119,18 +120,6 @@ bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdi
   }
   if (!v->ok) *body = tstring();
   return true;
-}
-
-// Why the op refuses `url` as given, or "": tfeed.urls.refusal (a control
-// character anywhere, a space around a URL, a space in an http(s) URL).
-std::string Refusal(const std::string& url, const std::string& scheme) {
-  for (unsigned char ch : url) {
-    if (ch < 0x20 || ch == 0x7f) return "URL contains a control character";
-  }
-  if (url.find("://") != std::string::npos && !url.empty() && (url.front() == ' ' || url.back() == ' '))
-    return "URL has a leading or trailing space";
-  if ((scheme == "http" || scheme == "https") && url.find(' ') != std::string::npos) return "URL contains a space";
-  return "";
 }
 
 // A URL whose scheme the op does not fetch: an invalid_url verdict.
