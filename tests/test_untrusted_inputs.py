@@ -5,6 +5,7 @@ engines could read differently, files planted in the cache.  Loopback only."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -62,11 +63,12 @@ def test_redirects_to_other_protocols_are_not_followed(ops, server, small_images
     assert reasons == {"python": ["invalid_url"] * 4, "native": ["invalid_url"] * 4}
 
 
-def test_engines_agree_on_spaces_and_nul_bytes(ops, server, small_images):
+def test_engines_agree_on_spaces_nul_bytes_and_numeric_hosts(ops, server, small_images):
     name = sorted(small_images)[0]
     base = server.url(name)
-    raw = [base.replace(name, "a b.jpg"), base + "\0.png", base + "\n", " " + base]
-    assert both_engines(ops, raw) == {"python": ["invalid_url"] * 4, "native": ["invalid_url"] * 4}
+    raw = [base.replace(name, "a b.jpg"), base + "\0.png", base + "\n", " " + base,
+           base.replace("127.0.0.1", "2130706433"), base.replace("127.0.0.1", "127.1")]
+    assert both_engines(ops, raw) == {"python": ["invalid_url"] * 6, "native": ["invalid_url"] * 6}
     for engine in ("python", "native"):  # the source stage normalises before either engine sees them
         ds = tfeed.image_dataset_from_urls([" " + base + "?x=a b ", base + "\0.png"], labels=None, batch_size=None,
                                            image_size=(8, 8), shuffle=False, fetch_engine=engine)
@@ -159,3 +161,66 @@ def test_build_refuses_a_library_planted_at_its_path(tmp_path):
     os.chmod(target, 0o664)  # group-writable: someone else could have written it
     with pytest.raises(build.BuildError, match="refusing to load"):
         build.build(tmp_path, library="core")
+
+
+# -- memory: max_in_flight_bytes in the native engine -------------------------------------------
+
+def _requests_started_while_a_body_is_held(ops, server, names, budget):
+    """Batch A: one image (finished, its bytes held in A's outputs) and one URL that hangs until
+    read_timeout; batch B starts meanwhile.  Returns how many of B's URLs the server saw while A
+    still held its bytes (A's hanging request open), and every reason."""
+    config = tfeed.FetchConfig(retries=0, read_timeout=2.5, deadline=20, adaptive=False, max_in_flight_bytes=budget)
+    held, hanging, *later = names
+    a_urls = [fresh(server, held), fresh(server, hanging, hang=1)]
+    b_urls = [fresh(server, name) for name in later]
+    before = {name: server.request_count(name) for name in names}
+    results = {}
+    a = threading.Thread(target=lambda: results.__setitem__("a", native_fetch(ops, a_urls, config)))
+    a.start()
+    while server.request_count(hanging) == before[hanging] or server.request_count(held) == before[held]:
+        time.sleep(0.05)
+    b = threading.Thread(target=lambda: results.__setitem__("b", native_fetch(ops, b_urls, config)))
+    b.start()
+    time.sleep(1.0)  # B's requests, if admitted, reach a loopback server well within this
+    seen = sum(server.request_count(name) - before[name] for name in later)
+    a_still_hanging = a.is_alive()
+    a.join()
+    b.join()
+    reasons = [reason for _, reason, _, _ in results["a"] + results["b"]]
+    return seen, a_still_hanging, reasons
+
+
+def test_native_engine_pauses_new_requests_at_max_in_flight_bytes(ops, server, small_images):
+    names = sorted(small_images)[10:15]
+    seen, hanging, reasons = _requests_started_while_a_body_is_held(ops, server, names, budget=512 * 2**20)
+    assert hanging and seen == 3 and reasons == ["", "timeout", "", "", ""]  # the control: B runs at once
+    seen, hanging, reasons = _requests_started_while_a_body_is_held(ops, server, names, budget=1)
+    assert hanging and seen == 0 and reasons == ["", "timeout", "", "", ""]  # B waited, then every URL ran
+
+
+def _python_requests_started_during_a_slow_body(server, names, budget):
+    """The Python engine: URL A's 3,000-byte body drips in over ~3 s (partial bytes held); URLs B
+    are submitted meanwhile.  Returns how many B requests the server saw while A was still
+    arriving, and the reasons."""
+    config = tfeed.FetchConfig(retries=0, read_timeout=5, deadline=20, adaptive=False, max_in_flight_bytes=budget)
+    slow, later = "blob", names
+    engine = FetchEngine(config, tfeed.Stats(), seed=0)
+    try:
+        run = engine.new_run()
+        before = {name: server.request_count(name) for name in [slow, *later]}
+        a = engine.submit(run, [fresh(server, slow, size=3000, drip=0.1, chunk=100)], [0], ordered=True)
+        while server.request_count(slow) == before[slow]:
+            time.sleep(0.05)
+        b = engine.submit(run, [fresh(server, name) for name in later], [0] * len(later), ordered=True)
+        time.sleep(1.0)  # B's requests, if started, reach a loopback server well within this
+        seen = sum(server.request_count(name) - before[name] for name in later)
+        results = engine.collect(a) + engine.collect(b)
+    finally:
+        engine.close()
+    return seen, [r.failure.reason if r.failure else "" for r in results]
+
+
+def test_python_engine_counts_partial_bodies_against_max_in_flight_bytes(server, small_images):
+    names = sorted(small_images)[20:23]
+    assert _python_requests_started_during_a_slow_body(server, names, 512 * 2**20) == (3, ["", "", "", ""])
+    assert _python_requests_started_during_a_slow_body(server, names, 1) == (0, ["", "", "", ""])

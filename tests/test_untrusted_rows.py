@@ -12,6 +12,7 @@ import pytest
 
 import tfeed
 from tfeed.source import labels as label_rules
+from tfeed.source.generator import admit
 from tfeed.source.labels import LabelIndex
 from tfeed.source.readers import MalformedFile, pair_factory
 
@@ -62,13 +63,15 @@ def test_null_and_non_string_urls_count_as_invalid_url(server, small_images, tmp
     pq.write_table(pa.table({"url": [good[0], None, good[1]], "label": [0, 1, 0]}), parquet)
     jsonl = tmp_path / "urls.jsonl"
     jsonl.write_text("\n".join(json.dumps({"url": u, "label": 0}) for u in [good[0], 7, None, good[2], [1]]))
-    listed = [(good[0], 0), (None, 0), (3.5, 0), (b"\xff", 0)]
-    for source, fine, bad in ((parquet, 2, 1), (jsonl, 2, 3), (listed, 1, 3)):
-        ds = tfeed.image_dataset_from_urls(source, batch_size=None, image_size=(8, 8), shuffle=False,
-                                           fetch_engine="python", class_names=["0", "1"])
-        delivered = sum(1 for _ in ds)
-        assert ds.stats.snapshot()["failures"] == {"invalid_url": bad}, source
-        assert delivered == fine
+    listed = [(good[0], 0), (None, 0), (3.5, 0), (b"\xff\xfe", 0)]
+    index = LabelIndex(["0", "1"])
+    for source, refused in ((jsonl, 3), (listed, 2)):  # the source stage's verdicts, no download needed
+        verdicts = [admit(url, label, index)[2] for url, label in pair_factory(source)()]
+        assert [f.reason for f in verdicts if f is not None] == ["invalid_url"] * refused, source
+    ds = tfeed.image_dataset_from_urls(parquet, batch_size=None, image_size=(8, 8), shuffle=False,
+                                       fetch_engine="python", class_names=["0", "1"])
+    assert sum(1 for _ in ds) == 2
+    assert ds.stats.snapshot()["failures"] == {"invalid_url": 1}
 
 
 @pytest.mark.parametrize("case", ["csv_field", "gzip", "jsonl", "parquet"])

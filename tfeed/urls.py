@@ -36,9 +36,30 @@ def refusal(url: str) -> Optional[str]:
         return "URL contains a control character"
     if "://" in url and (url[:1] == " " or url[-1:] == " "):
         return "URL has a leading or trailing space"
-    if (url[:5].lower() == "http:" or url[:6].lower() == "https:") and " " in url:
-        return "URL contains a space"
+    if url[:5].lower() == "http:" or url[:6].lower() == "https:":
+        if " " in url:
+            return "URL contains a space"
+        if is_legacy_ipv4(host_of(url)):
+            return "host is a numeric IPv4 address in a legacy form (2130706433, 0x7f.1, 127.1): write a.b.c.d"
     return None
+
+
+def host_of(url: str) -> str:
+    """The host of a ``scheme://[user@]host[:port]/...`` URL as written (no lower-casing), or ""."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    return host if host.startswith("[") else host.split(":", 1)[0]
+
+
+def is_legacy_ipv4(host: str) -> bool:
+    """Whether ``host`` reads as an IPv4 address but not as four plain decimal parts."""
+    labels = host.rstrip(".").split(".")
+    if not host or not _NUMERIC_HOST.match(host) or not labels[-1][:1].isdigit():
+        return False
+    canonical = len(labels) == 4 and all(p.isdigit() and (p == "0" or not p.startswith("0")) and int(p) < 256
+                                         for p in labels)
+    return not canonical or host.endswith(".")
 
 
 def normalize(url) -> Tuple[Optional[str], str]:
@@ -94,8 +115,7 @@ def _normalize_http(url: str) -> Tuple[Optional[str], str]:
 def _normalize_host(host: str) -> Tuple[Optional[str], str]:
     if ":" in host:  # an IPv6 literal (urlsplit has removed the brackets)
         return host, ""
-    labels = host.rstrip(".").split(".")
-    if _NUMERIC_HOST.match(host) and labels[-1][:1].isdigit():
+    if is_legacy_ipv4(host) or (_NUMERIC_HOST.match(host) and host.split(".")[-1][:1].isdigit()):
         try:
             return socket.inet_ntoa(socket.inet_aton(host.rstrip("."))), ""
         except OSError:

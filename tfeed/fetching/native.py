@@ -267,7 +267,7 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Op
     return dict(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, deadline=config.deadline,
                 retries=config.retries, backoff=config.backoff, max_backoff=config.max_backoff,
                 max_redirects=config.max_redirects, max_bytes=config.max_bytes, max_pixels=config.max_pixels or 0,
-                max_in_flight=config.max_in_flight,
+                max_in_flight=config.max_in_flight, max_in_flight_bytes=config.max_in_flight_bytes,
                 connections_per_host=config.connections_per_host, dns_cache_ttl=config.dns_cache_ttl,
                 schemes=[s.lower() for s in config.schemes], trust_env=config.trust_env,
                 user_agent=config.user_agent, pass_transcodable=pass_transcodable,

@@ -25,7 +25,7 @@ def serve_dispatcher(ready: Callable[[str], None], stop: threading.Event, *, por
     """
     import tensorflow as tf
 
-    _load_op()
+    load_op()
     if fault_tolerant and not work_dir:
         raise ValueError("--fault-tolerant needs --work-dir (where the dispatcher journals its state)")
     config = tf.data.experimental.service.DispatcherConfig(port=port, work_dir=work_dir,
@@ -43,7 +43,7 @@ def serve_worker(dispatcher: str, ready: Callable[[str], None], stop: threading.
     ``host``: the address trainers reach it at (default ``localhost``)."""
     import tensorflow as tf
 
-    ops = _load_op()
+    ops = load_op()
     _log.info("native fetch op loaded (%s)", ops.tfeed_curl_version().numpy().decode())
     address = dispatcher.split("://", 1)[1] if "://" in dispatcher else dispatcher
     advertised = {} if host is None else {"worker_address": f"{f'[{host}]' if ':' in host else host}:%port%"}
@@ -55,7 +55,7 @@ def serve_worker(dispatcher: str, ready: Callable[[str], None], stop: threading.
     _wait(stop, server)
 
 
-def _load_op():
+def load_op():
     from tfeed import kernels
     from tfeed.service.dataset import require_native
 

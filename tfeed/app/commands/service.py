@@ -56,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         host = loopback.check_host(args.host)
         loopback.listen_only_on(host, _argv(args))  # re-executes this command with the bind shim, same PID
-    except (ValueError, loopback.BindShimError) as exc:
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except loopback.BindShimError as exc:
+        try:
+            servers.load_op()  # without a compiler the op is missing too: name that first
+        except NativeOpMissingError as missing:
+            raise UsageError(str(missing)) from None
         raise UsageError(str(exc)) from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

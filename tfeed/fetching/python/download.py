@@ -81,8 +81,8 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 
 async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig,
-                   rng: random.Random, *, stop_on_overload: Callable[[int], bool] = lambda status: False
-                   ) -> Outcome:
+                   rng: random.Random, *, stop_on_overload: Callable[[int], bool] = lambda status: False,
+                   on_bytes: Optional[Callable[[int], None]] = None) -> Outcome:
     """Fetch ``url`` within ``config.deadline`` seconds, retrying what is
     retryable, and check that the body is an image.
 
@@ -90,13 +90,17 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     overloaded (``status`` 429 or 503, or 0 for a refused, reset or timed-out
     connection) ends the call with ``Outcome.overload`` instead of being
     retried: the caller's host limiter then decides when the URL goes again.
+
+    ``on_bytes(n)``: called as body bytes arrive (a known Content-Length
+    counts when the response starts), so the caller can count partial bodies
+    against ``max_in_flight_bytes``.
     """
     refused = urls.refusal(url)
     if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
         return Outcome(failure=errors.Failure(url, errors.INVALID_URL, refused))
     scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme in ("http", "https") and scheme in config.schemes:
-        fetch = _fetch_http(session, url, config, rng, stop_on_overload)
+        fetch = _fetch_http(session, url, config, rng, stop_on_overload, on_bytes or _ignore)
     elif scheme in ("", "file") and "file" in config.schemes:
         fetch = _read_local(url, config)
     elif scheme and scheme in config.schemes:
@@ -113,14 +117,18 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     return outcome
 
 
-async def _fetch_http(session, url, config, rng, stop_on_overload) -> Outcome:
+def _ignore(nbytes: int) -> None:
+    del nbytes
+
+
+async def _fetch_http(session, url, config, rng, stop_on_overload, on_bytes) -> Outcome:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.deadline
     attempts = 0
     while True:
         attempts += 1
         began = loop.time()
-        attempt = await _attempt_http(session, url, config)
+        attempt = await _attempt_http(session, url, config, on_bytes)
         latency = loop.time() - began
         if attempt.body is not None:
             return Outcome(body=attempt.body, attempts=attempts, latency=latency)
@@ -138,7 +146,7 @@ async def _fetch_http(session, url, config, rng, stop_on_overload) -> Outcome:
         await asyncio.sleep(delay)
 
 
-async def _attempt_http(session, url, config) -> _Attempt:
+async def _attempt_http(session, url, config, on_bytes) -> _Attempt:
     timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout,
                                     sock_connect=config.connect_timeout, sock_read=config.read_timeout)
     try:
@@ -153,7 +161,7 @@ async def _attempt_http(session, url, config) -> _Attempt:
             robots = response.headers.getall(contract.OPT_OUT_HEADER, ())
             if config.respect_opt_out and any(map(contract.opts_out, robots)):
                 return _Attempt(reason=errors.OPTED_OUT, detail=contract.OPT_OUT_DETAIL)
-            return await _read_body(response, config)
+            return await _read_body(response, config, on_bytes)
     except aiohttp.ClientConnectorError as exc:
         return _connector_error(exc)
     except aiohttp.ServerDisconnectedError as exc:  # reset or closed before the response: the host shed us
@@ -189,14 +197,16 @@ def _connector_error(exc: aiohttp.ClientConnectorError) -> _Attempt:
     return _Attempt(reason=errors.CONNECTION, detail=str(exc), retryable=True, overload_status=0 if refused else None)
 
 
-async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig) -> _Attempt:
+async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig, on_bytes) -> _Attempt:
     length = response.content_length
     if length is not None and length > config.max_bytes:
         return _Attempt(reason=errors.TOO_LARGE, detail=f"Content-Length {length} > max_bytes {config.max_bytes}")
     if length is not None and "Content-Encoding" not in response.headers:
+        on_bytes(length)
         return _Attempt(body=await response.read())
     chunks, size = [], 0
     async for chunk in response.content.iter_chunked(_CHUNK):
+        on_bytes(len(chunk))
         size += len(chunk)
         if size > config.max_bytes:
             return _Attempt(reason=errors.TOO_LARGE, detail=f"body exceeds max_bytes {config.max_bytes}")

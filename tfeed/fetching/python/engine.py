@@ -239,7 +239,10 @@ class FetchEngine:
         for pending in self._hosts.give_up_throttled(now):
             self._settle(pending, Result(pending.url, int(pending.label), None, errors.Failure(
                 pending.url, errors.RATE_LIMITED, f"host answered only overload for > {config.host_patience}s")))
-        while self._in_flight < config.max_in_flight and self._held_bytes < config.max_in_flight_bytes:
+        # Bytes held (partial bodies, results not yet collected) pause new requests; with nothing
+        # in flight one always starts, so a ticket waiting for its last URLs always completes.
+        while self._in_flight < config.max_in_flight and (self._in_flight == 0
+                                                          or self._held_bytes < config.max_in_flight_bytes):
             started = self._hosts.next_ready(now)
             if started is None:
                 break
@@ -264,9 +267,17 @@ class FetchEngine:
 
     async def _fetch(self, pending: "Pending", host: "Host", ticket) -> None:
         url, label = pending.url, pending.label
+        partial = [0]  # body bytes received so far: held against max_in_flight_bytes while downloading
+
+        def arrived(nbytes: int) -> None:
+            partial[0] += nbytes
+            self._held_bytes += nbytes
+
         try:
             outcome = await download(self._session, url, self.config, self._rng,
-                                     stop_on_overload=functools.partial(host.takes_as_load, pending))
+                                     stop_on_overload=functools.partial(host.takes_as_load, pending), on_bytes=arrived)
+            self._held_bytes -= partial[0]
+            partial[0] = 0
             self.stats.record_retries(outcome.attempts - 1)
             if outcome.overload is not None:
                 self._in_flight -= 1
@@ -278,6 +289,7 @@ class FetchEngine:
             host.answered(ticket, outcome, self._loop.time())
             result = Result(url, int(label), outcome.body, outcome.failure)
         except BaseException as exc:  # never lose a URL, even to a bug
+            self._held_bytes -= partial[0]
             result = Result(url, int(label), None, errors.Failure(url, "internal_error", repr(exc)))
             host.limiter.finished(ticket)
             if isinstance(exc, asyncio.CancelledError):

@@ -17,6 +17,7 @@ namespace fetch {
 namespace {
 
 namespace c = ::tfeed::contract;
+constexpr curl_off_t kMaxReserve = 4 << 20;
 
 Verdict Failed(const char* reason, std::string detail) {
   Verdict v;
@@ -41,7 +42,8 @@ size_t Fetcher::OnWrite(char* data, size_t size, size_t count, void* user) {
     curl_off_t length = -1;
     if (!t->discard && Curl().easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
         length > 0) {
-      t->body.reserve(static_cast<size_t>(std::min<curl_off_t>(length, opt.max_bytes)));
+      // A Content-Length is the server's claim: reserve at most kMaxReserve on its word.
+      t->body.reserve(static_cast<size_t>(std::min<curl_off_t>({length, opt.max_bytes, kMaxReserve})));
     }
   }
   if (t->discard) return n;
@@ -87,14 +89,19 @@ Transfer* Fetcher::Resolve(const Ref& ref) {
 // holds its slot from its first attempt until it is done (backoff included)
 // or its host sheds it (then it queues again).
 void Fetcher::Admit(Clock::time_point now) {
+  admit_pending_ = false;
   GiveUpThrottled(now);
   Ref ref;
+  const int64_t held = HeldBytes();  // a new transfer holds nothing yet: constant through this loop
   while (in_flight_ < total_limit_) {
     Host* host = hosts_.NextReady(Since(now), &ref);
     if (host == nullptr) break;
     Transfer* t = Resolve(ref);
     if (t == nullptr || t->state != State::kQueued) continue;
-    if (in_flight_ >= t->batch->opt->max_in_flight) {  // its own config's cap
+    // Its own config's caps; with nothing in flight one transfer always starts, so
+    // batches waiting for their last URLs always finish and release their bytes.
+    const bool over_bytes = in_flight_ > 0 && held >= t->batch->opt->max_in_flight_bytes;
+    if (in_flight_ >= t->batch->opt->max_in_flight || over_bytes) {
       hosts_.Put(host, ref, /*front=*/true);
       break;
     }
@@ -105,6 +112,13 @@ void Fetcher::Admit(Clock::time_point now) {
     t->deadline = now + FromSeconds(t->batch->opt->deadline);
     StartAttempt(t, now);
   }
+}
+
+// Body bytes held: partial bodies of running transfers, and finished ones not yet returned.
+int64_t Fetcher::HeldBytes() const {
+  int64_t held = parked_bytes_;
+  for (const Transfer* t : active_) held += static_cast<int64_t>(t->body.size());
+  return held;
 }
 
 // URLs of hosts that answered nothing but overload for longer than their patience.

@@ -244,6 +244,8 @@ void Fetcher::AcceptCall(std::unique_ptr<Call> call, std::vector<uint64_t>* lot_
   const bool cancelled = call->waiter.cancelled;
   Lot& lot = lots_[id];
   while (call->filled < call->size && !lot.ready.empty()) {
+    parked_bytes_ -= static_cast<int64_t>(lot.ready.front().body.size());
+    admit_pending_ = true;
     call->Write(std::move(lot.ready.front()));
     lot.ready.pop_front();
   }
@@ -266,6 +268,7 @@ void Fetcher::ApplyLimits(const Options& opt) {
 }
 
 int Fetcher::WaitMs(Clock::time_point now) {
+  if (admit_pending_) return 0;  // freed during this iteration, after Admit ran
   Clock::time_point until = curl_due_;
   if (!timers_.empty()) until = std::min(until, timers_.top().when);
   if (!active_.empty()) until = std::min(until, next_scan_);

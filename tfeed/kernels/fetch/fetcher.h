@@ -108,6 +108,7 @@ class Fetcher {
   Transfer* Resolve(const Ref& ref);
   double Since(Clock::time_point t) const { return Seconds(t - epoch_); }
   void Admit(Clock::time_point now);
+  int64_t HeldBytes() const;
   void FireTimers(Clock::time_point now);
   CURL* AcquireEasy();
   void ReleaseEasy(Transfer* t);
@@ -155,6 +156,8 @@ class Fetcher {
   std::vector<Transfer*> active_;
   std::vector<CURL*> free_easy_;
   int64_t in_flight_ = 0, host_limit_ = 0, total_limit_ = 0;
+  int64_t parked_bytes_ = 0;  // bodies finished but not yet returned (batch outputs, lots' ready results)
+  bool admit_pending_ = false;  // a slot or bytes were freed after this iteration's Admit: run it again at once
   Clock::time_point curl_due_ = Clock::time_point::max(), next_scan_ = Clock::time_point::min();
   std::mt19937_64 rng_{std::random_device{}()};
 };

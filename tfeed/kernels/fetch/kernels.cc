@@ -17,6 +17,7 @@
 #include "fetcher.h"
 #include "local_files.h"
 #include "sniff.h"
+#include "url_rules.h"
 #include "tensorflow/core/framework/op_kernel.h"
 
 namespace tfeed {
@@ -67,6 +68,7 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_bytes", &opt->max_bytes));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_pixels", &opt->max_pixels));
   TF_RETURN_IF_ERROR(ctx->GetAttr("max_in_flight", &opt->max_in_flight));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("max_in_flight_bytes", &opt->max_in_flight_bytes));
   TF_RETURN_IF_ERROR(ctx->GetAttr("connections_per_host", &opt->connections_per_host));
   TF_RETURN_IF_ERROR(ctx->GetAttr("trust_env", &opt->trust_env));
   TF_RETURN_IF_ERROR(ctx->GetAttr("pass_transcodable", &opt->pass_transcodable));
@@ -99,8 +101,9 @@ absl::Status Validate(const Options& opt) {
     return tensorflow::errors::FailedPrecondition("cache_dir needs zlib (libz.so.1) for its checksums");
   if (!(opt.connect_timeout > 0 && opt.read_timeout > 0 && opt.deadline > 0))
     return tensorflow::errors::InvalidArgument("timeouts must be > 0");
-  if (!(opt.max_in_flight >= 1 && opt.connections_per_host >= 1 && opt.max_bytes >= 1))
-    return tensorflow::errors::InvalidArgument("max_in_flight, connections_per_host, max_bytes must be >= 1");
+  if (!(opt.max_in_flight >= 1 && opt.connections_per_host >= 1 && opt.max_bytes >= 1 && opt.max_in_flight_bytes >= 1))
+    return tensorflow::errors::InvalidArgument(
+        "max_in_flight, max_in_flight_bytes, connections_per_host, max_bytes must be >= 1");
   if (!(opt.retries >= 0 && opt.max_redirects >= 0 && opt.backoff >= 0 && opt.max_backoff >= 0))
     return tensorflow::errors::InvalidArgument("retries, max_redirects, backoff, max_backoff must be >= 0");
   return absl::OkStatus();
@@ -119,18 +122,6 @@ bool FromCache(const std::string& path, const Options& opt, tstring* body, Verdi
   }
   if (!v->ok) *body = tstring();
   return true;
-}
-
-// Why the op refuses `url` as given, or "": tfeed.urls.refusal (a control
-// character anywhere, a space around a URL, a space in an http(s) URL).
-std::string Refusal(const std::string& url, const std::string& scheme) {
-  for (unsigned char ch : url) {
-    if (ch < 0x20 || ch == 0x7f) return "URL contains a control character";
-  }
-  if (url.find("://") != std::string::npos && !url.empty() && (url.front() == ' ' || url.back() == ' '))
-    return "URL has a leading or trailing space";
-  if ((scheme == "http" || scheme == "https") && url.find(' ') != std::string::npos) return "URL contains a space";
-  return "";
 }
 
 // A URL whose scheme the op does not fetch: an invalid_url verdict.

@@ -28,6 +28,7 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("max_bytes: int = 33554432") \
     .Attr("max_pixels: int = 90000000") \
     .Attr("max_in_flight: int = 256") \
+    .Attr("max_in_flight_bytes: int = 536870912") \
     .Attr("connections_per_host: int = 256") \
     .Attr("dns_cache_ttl: float = 300.0") \
     .Attr("schemes: list(string) = ['http', 'https']") \

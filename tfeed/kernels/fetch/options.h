@@ -22,6 +22,7 @@ struct Options {
   double connect_timeout, read_timeout, deadline, backoff, max_backoff, dns_cache_ttl;
   int64_t retries, max_redirects, max_bytes, max_in_flight, connections_per_host;
   int64_t max_pixels = 0;  // a header declaring more pixels is too_large; 0: no limit
+  int64_t max_in_flight_bytes = int64_t{512} << 20;  // bodies held (downloading or not yet returned) before admission pauses
   bool http = false, https = false, file = false, trust_env = false, pass_transcodable = false;
   bool verify_tls = true;
   std::string ca_file;  // "": the system's CAs

@@ -12,6 +12,7 @@ void Fetcher::Complete(Transfer* t, Verdict v) {
   Batch* b = t->batch;
   if (t->state == State::kActive || t->state == State::kWaiting) {
     --in_flight_;
+    admit_pending_ = true;
     TellHost(t, v.ok, Clock::now());
   }
   t->state = State::kDone;
@@ -20,7 +21,11 @@ void Fetcher::Complete(Transfer* t, Verdict v) {
     else RememberFailure(t->cache_path, v.reason, b->opt->remember_failures_s);
   }
   if (b->lot != 0) return CompletePooled(t, v);
-  if (v.ok) b->bodies[t->out] = std::move(t->body);
+  if (v.ok) {
+    b->parked += static_cast<int64_t>(t->body.size());
+    parked_bytes_ += static_cast<int64_t>(t->body.size());
+    b->bodies[t->out] = std::move(t->body);
+  }
   b->reasons[t->out] = v.ok ? "" : v.reason;
   b->details[t->out] = v.detail;
   b->attempts[t->out] = t->attempts;
@@ -49,7 +54,10 @@ void Fetcher::CompletePooled(Transfer* t, const Verdict& v) {
 // A result of a pooled batch: to the lot's oldest waiting call, else kept ready.
 void Fetcher::Deliver(uint64_t id, Result r) {
   Lot& lot = lots_[id];
-  if (lot.waiting.empty()) return lot.ready.push_back(std::move(r));
+  if (lot.waiting.empty()) {
+    parked_bytes_ += static_cast<int64_t>(r.body.size());
+    return lot.ready.push_back(std::move(r));
+  }
   Call* call = lot.waiting.front().get();
   call->Write(std::move(r));
   if (call->filled < call->size) return;
@@ -79,6 +87,7 @@ void Fetcher::CancelLotNow(uint64_t id) {
     ReleaseTransfers(b);
     batches_.erase(b->id);
   }
+  for (const Result& r : it->second.ready) parked_bytes_ -= static_cast<int64_t>(r.body.size());
   for (auto& call : it->second.waiting) {
     call->waiter.cancelled = true;
     FinishCall(std::move(call));
@@ -111,6 +120,8 @@ void Fetcher::FinishBatch(Batch* b) {
   auto it = batches_.find(b->id);
   std::unique_ptr<Batch> owned = std::move(it->second);
   batches_.erase(it);
+  parked_bytes_ -= b->parked;
+  admit_pending_ = true;
   EndWait(&b->waiter, "TfeedFetch cancelled");
   completer_.Post(std::move(b->waiter.done));
 }

@@ -84,6 +84,7 @@ struct Batch {
   std::shared_ptr<const Options> opt;
   std::unique_ptr<Transfer[]> transfers;
   int64_t size = 0, remaining = 0;
+  int64_t parked = 0;  // body bytes of finished transfers held in its outputs until the batch ends
   tstring *bodies = nullptr, *reasons = nullptr, *details = nullptr;
   int32_t* attempts = nullptr;
   Waiter waiter;
