@@ -1,6 +1,7 @@
 """Decoding today's web: full-decode and scaled-decode ceilings next to tfeed from URLs, in one run.
 
-    python benchmarks/bench_decode.py [--images 120] [--size 224] [--passes 2] [--baseline-tree DIR]
+    python benchmarks/bench_decode.py [--images 100] [--imagenet-images 800] [--size 224] [--passes 2]
+                                      [--rounds 2] [--corpora modern,imagenet] [--baseline-tree DIR]
 
 Two corpora, generated once into ``benchmarks/results/`` (git-ignored):
 
@@ -86,6 +87,7 @@ def opencv_rgb(body):
 def ceiling(bodies, size: int, scaled: bool):
     import tensorflow as tf
 
+    @tf.autograph.experimental.do_not_convert
     def decode(body, index):
         def tf_formats():
             if not scaled:
@@ -198,10 +200,12 @@ def header_overhead(bodies, size: int, repeats: int = 3) -> dict:
             best = min(best, (time.perf_counter() - start) / len(jpegs) * 1000)
         return best
 
+    @tf.autograph.experimental.do_not_convert
     def bare(body, index):
         image = tf.switch_case(index, [(lambda r=r: tf.io.decode_jpeg(body, channels=3, ratio=r)) for r in RATIOS])
         return tf.image.resize(image, (size, size))
 
+    @tf.autograph.experimental.do_not_convert
     def with_header(body, index):
         return tfeed.decode_resized(body, (size, size), jpeg_only=True)
 
@@ -212,7 +216,10 @@ def header_overhead(bodies, size: int, repeats: int = 3) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--images", type=int, default=100, help="modern-web images (1-12 MP)")
+    parser.add_argument("--imagenet-images", type=int, default=800,
+                        help="ImageNet-sized images (enough that an epoch's start-up is a small part)")
+    parser.add_argument("--corpora", default="modern,imagenet")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each row's best is reported")
@@ -223,8 +230,8 @@ def main() -> int:
         print(*run_row(args.row, args.root, args.size, args.passes))
         return 0
     report = {}
-    for kind in ("modern", "imagenet"):
-        root = corpus_dir(kind, args.images)
+    for kind in args.corpora.split(","):
+        root = corpus_dir(kind, args.images if kind == "modern" else args.imagenet_images)
         names = ["full", "scaled", "tfeed"] + (["tfeed-baseline"] if args.baseline_tree else [])
         measured = {name: [] for name in names}
         for _ in range(args.rounds):  # rows alternate, so a change in the machine's load hits all of them
@@ -238,6 +245,7 @@ def main() -> int:
         report[kind] = dict(rows, runs=measured)
         print(kind, " ".join(f"{name}={value:.2f}" for name, value in rows.items()), flush=True)
     bodies = read_corpus(corpus_dir("modern", args.images))
+    report["args"] = vars(args)
     report["quality"] = quality(bodies, args.size)
     report["header_overhead"] = header_overhead(bodies, args.size)
     print("quality", report["quality"], "\nheader_overhead", report["header_overhead"])
