@@ -134,16 +134,33 @@ def swapped_if(swap: tf.Tensor, pair: tf.Tensor) -> tf.Tensor:
     return tf.gather(pair, tf.where(swap, tf.constant([1, 0]), tf.constant([0, 1])))
 
 
-def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+def orient(image: tf.Tensor, orientation: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS) -> tf.Tensor:
     """``image`` ``[H, W, C]`` in the stored frame turned upright for EXIF
     ``orientation`` (1: as stored; 2 mirror; 3 rotate 180; 4 flip; 5
     transpose; 6 rotate 90 clockwise; 7 transverse; 8 rotate 90
-    counter-clockwise): an optional transpose, then optional flips."""
+    counter-clockwise): an optional transpose, then optional flips.  With the
+    core kernels one ``tfeed_orient`` (orientation 1 forwards the image)."""
+    ops = options.kernels()
+    if ops is not None and image.dtype in (tf.uint8, tf.float32):
+        return ops.tfeed_orient(image, orientation)
     perm = tf.where(transposes(orientation), tf.constant([1, 0, 2]), tf.constant([0, 1, 2]))
     image = tf.transpose(image, perm)  # the identity permutation forwards its input
     flips = tf.stack([tf.reduce_any(tf.equal(orientation, [3, 4, 7, 8])),   # rows (top-bottom)
                       tf.reduce_any(tf.equal(orientation, [2, 3, 6, 7]))])  # columns (left-right)
     return tf.reverse(image, tf.reshape(tf.where(flips), [-1]))
+
+
+def scale_plan(region: tf.Tensor, size: Sequence[int], orientation: tf.Tensor,
+               options: DecodeOptions = DEFAULT_OPTIONS) -> Tuple[tf.Tensor, tf.Tensor]:
+    """``(index, target)``: :func:`jpeg_ratio_index` of the stored ``region``
+    ``[h, w]`` for the upright ``size``, and that size in the stored frame
+    (:func:`stored_size`); one ``tfeed_scale_plan`` with the core kernels."""
+    ops = options.kernels()
+    if ops is not None:
+        return ops.tfeed_scale_plan(tf.cast(region, tf.int32), tf.constant(size, tf.int32), orientation,
+                                    scaled=options.scaled_jpeg)
+    target = stored_size(size, orientation)
+    return jpeg_ratio_index(region, target, options), target
 
 
 def window_to_stored(window: tf.Tensor, upright_size: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
@@ -284,14 +301,15 @@ def decode_resized(body: tf.Tensor, image_size: Sequence[int], *, interpolation:
     height, width = (int(v) for v in image_size)
     header = read_header(body, options, jpeg_only=jpeg_only)
     orientation = orientation_of(header, options)
-    target = stored_size((height, width), orientation)
+    known = options.kernels() is not None  # the header holds the JPEG's size
+    index, target = scale_plan(header[HEIGHT_AT:WIDTH_AT + 1], (height, width), orientation, options)
 
     def resized(image):
         return resize_to(image, target, interpolation, crop_to_aspect_ratio, pad_to_aspect_ratio)
 
     def jpeg():
-        index = jpeg_ratio_index(jpeg_size(body, header, options), target, options)
-        return resized(decode_jpeg_scaled(body, index))
+        scale = index if known else jpeg_ratio_index(jpeg_size(body, header, options), target, options)
+        return resized(decode_jpeg_scaled(body, scale))
 
     def other():
         if pad_to_aspect_ratio or options.alpha_background is None:  # padding stays black: composite first
@@ -303,7 +321,9 @@ def decode_resized(body: tf.Tensor, image_size: Sequence[int], *, interpolation:
         image = jpeg()
     else:
         image = tf.cond(tf.equal(header[FORMAT_AT], FORMAT["jpeg"]), jpeg, other)
-    return tf.ensure_shape(orient(image, orientation), [height, width, 3])
+    upright = orient(image, orientation, options)
+    upright.set_shape([height, width, 3])  # the plan's target, turned: no runtime check needed
+    return upright
 
 
 def composite_resized(body: tf.Tensor, resize, background: Tuple[int, int, int]) -> tf.Tensor:
@@ -326,7 +346,7 @@ def decode_full(body: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS) -> tf
     orientation = orientation_of(header, options)
 
     def jpeg():
-        return orient(tf.io.decode_jpeg(body, channels=3), orientation)
+        return orient(tf.io.decode_jpeg(body, channels=3), orientation, options)
 
     image = tf.cond(tf.equal(header[FORMAT_AT], FORMAT["jpeg"]), jpeg, lambda: decode_other(body, header, options))
     image.set_shape([None, None, 3])

@@ -143,7 +143,7 @@ class RandomResizedCrop(Op):
             resized = upright.resample_window(cropped, window, snapped, index, target)
         else:  # the snapped window (within one decoded pixel of it); the scale left is under 2x
             resized = to_float(tf.image.resize(cropped, target, method=self.interpolation, antialias=self.antialias))
-        return tf.ensure_shape(upright.orient(resized, orientation), [*self.size, 3])
+        return tf.ensure_shape(upright.orient(resized, orientation, options), [*self.size, 3])
 
     def _resized(self, cropped):
         cropped.set_shape([None, None, 3])
