@@ -1,6 +1,7 @@
 """Decoding today's web: full-decode and scaled-decode ceilings next to tfeed from URLs, in one run.
 
-    python benchmarks/bench_decode.py [--images 120] [--size 224] [--passes 2] [--baseline-tree DIR]
+    python benchmarks/bench_decode.py [--images 100] [--imagenet-images 800] [--size 224] [--passes 2]
+                                      [--rounds 2] [--corpora modern,imagenet] [--baseline-tree DIR]
 
 Two corpora, generated once into ``benchmarks/results/`` (git-ignored):
 
@@ -86,6 +87,7 @@ def opencv_rgb(body):
 def ceiling(bodies, size: int, scaled: bool):
     import tensorflow as tf
 
+    @tf.autograph.experimental.do_not_convert
     def decode(body, index):
         def tf_formats():
             if not scaled:
@@ -123,17 +125,20 @@ def tfeed_from_urls(root: str, size: int):
     return dataset, server
 
 
-def images_per_s(dataset, passes: int) -> float:
-    count, start = 0, None
+def images_per_s(dataset, passes: int) -> tuple:
+    """``(images/s, CPU ms per image)`` over ``passes`` epochs after a warm-up
+    epoch; CPU is this process's (all threads; a server in its own process is
+    not counted), which a shared machine's load disturbs less than time."""
+    count, start, cpu = 0, None, None
     for epoch in range(passes + 1):  # the first pass warms up (and fills caches)
         if epoch == 1:
-            count, start = 0, time.perf_counter()
+            count, start, cpu = 0, time.perf_counter(), sum(os.times()[:2])
         for batch in dataset:
             count += int(batch.shape[0])
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), (sum(os.times()[:2]) - cpu) / count * 1000
 
 
-def run_row(row: str, root: str, size: int, passes: int) -> float:
+def run_row(row: str, root: str, size: int, passes: int) -> tuple:
     if row in ("full", "scaled"):
         return images_per_s(ceiling(read_corpus(root), size, row == "scaled"), passes)
     dataset, server = tfeed_from_urls(root, size)
@@ -143,14 +148,15 @@ def run_row(row: str, root: str, size: int, passes: int) -> float:
         server.__exit__(None, None, None)
 
 
-def row_in_fresh_process(row: str, root: str, size: int, passes: int, tree: str = None) -> float:
+def row_in_fresh_process(row: str, root: str, size: int, passes: int, tree: str = None) -> tuple:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if tree:
         env["PYTHONPATH"] = tree
     command = [sys.executable, os.path.abspath(__file__), "--row", row, "--root", root, "--size", str(size),
                "--passes", str(passes)]
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
-    return float(out.strip().splitlines()[-1])
+    rate, cpu_ms = out.strip().splitlines()[-1].split()
+    return float(rate), float(cpu_ms)
 
 
 def psnr(a, b) -> float:
@@ -194,10 +200,12 @@ def header_overhead(bodies, size: int, repeats: int = 3) -> dict:
             best = min(best, (time.perf_counter() - start) / len(jpegs) * 1000)
         return best
 
+    @tf.autograph.experimental.do_not_convert
     def bare(body, index):
         image = tf.switch_case(index, [(lambda r=r: tf.io.decode_jpeg(body, channels=3, ratio=r)) for r in RATIOS])
         return tf.image.resize(image, (size, size))
 
+    @tf.autograph.experimental.do_not_convert
     def with_header(body, index):
         return tfeed.decode_resized(body, (size, size), jpeg_only=True)
 
@@ -208,25 +216,36 @@ def header_overhead(bodies, size: int, repeats: int = 3) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--images", type=int, default=100, help="modern-web images (1-12 MP)")
+    parser.add_argument("--imagenet-images", type=int, default=800,
+                        help="ImageNet-sized images (enough that an epoch's start-up is a small part)")
+    parser.add_argument("--corpora", default="modern,imagenet")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each row's best is reported")
     parser.add_argument("--baseline-tree", help="a source tree to run the tfeed row from as well")
     parser.add_argument("--row"), parser.add_argument("--root")
     args = parser.parse_args()
     if args.row:
-        print(run_row(args.row, args.root, args.size, args.passes))
+        print(*run_row(args.row, args.root, args.size, args.passes))
         return 0
     report = {}
-    for kind in ("modern", "imagenet"):
-        root = corpus_dir(kind, args.images)
-        rows = {row: row_in_fresh_process(row, root, args.size, args.passes) for row in ("full", "scaled", "tfeed")}
-        if args.baseline_tree:
-            rows["tfeed-baseline"] = row_in_fresh_process("tfeed", root, args.size, args.passes, args.baseline_tree)
-        rows["tfeed/full"], rows["tfeed/scaled"] = rows["tfeed"] / rows["full"], rows["tfeed"] / rows["scaled"]
-        report[kind] = rows
+    for kind in args.corpora.split(","):
+        root = corpus_dir(kind, args.images if kind == "modern" else args.imagenet_images)
+        names = ["full", "scaled", "tfeed"] + (["tfeed-baseline"] if args.baseline_tree else [])
+        measured = {name: [] for name in names}
+        for _ in range(args.rounds):  # rows alternate, so a change in the machine's load hits all of them
+            for name in names:
+                tree = args.baseline_tree if name == "tfeed-baseline" else None
+                measured[name].append(row_in_fresh_process(name.split("-")[0], root, args.size, args.passes, tree))
+        rows = {f"{name} images/s": max(rate for rate, _ in runs) for name, runs in measured.items()}
+        rows.update({f"{name} cpu ms/image": min(cpu for _, cpu in runs) for name, runs in measured.items()})
+        for ceiling_name in ("full", "scaled"):
+            rows[f"tfeed/{ceiling_name}"] = rows["tfeed images/s"] / rows[f"{ceiling_name} images/s"]
+        report[kind] = dict(rows, runs=measured)
         print(kind, " ".join(f"{name}={value:.2f}" for name, value in rows.items()), flush=True)
     bodies = read_corpus(corpus_dir("modern", args.images))
+    report["args"] = vars(args)
     report["quality"] = quality(bodies, args.size)
     report["header_overhead"] = header_overhead(bodies, args.size)
     print("quality", report["quality"], "\nheader_overhead", report["header_overhead"])

@@ -169,8 +169,8 @@ def test_op_sniffs_like_python(ops, tmp_path):
         (tmp_path / f"{i}.bin").write_bytes(body)
     results = fetch(ops, paths, FAST.replace(schemes=("file",)), pass_transcodable=True)
     for body, (_, reason, _, detail) in zip(bodies, results):
-        kind = sniff.sniff(body)
-        expected = ("not_image", "") if kind is None else ("", "" if kind in sniff.TF_FORMATS else kind)
+        verdict = sniff.check(body)
+        expected = (verdict.reason or "", "" if verdict.reason else verdict.detail if verdict.transcode else "")
         assert (reason, "" if reason else detail) == expected, body
 
 

@@ -19,7 +19,7 @@ def test_each_op_lives_in_exactly_one_library(ops, core_ops):
 
     assert names(ops) >= {"tfeed_fetch", "tfeed_fetch_pooled", "tfeed_cache_corrupt", "tfeed_curl_version"}
     assert names(core_ops) == {"tfeed_try_call", "tfeed_keep_rows", "tfeed_journal_append", "tfeed_journal_drain",
-                           "tfeed_affine_mirror"}
+                           "tfeed_affine_mirror", "tfeed_image_header", "tfeed_orient", "tfeed_scale_plan"}
     assert not names(ops) & names(core_ops)  # no op registered twice
     assert kernels.load() is ops and kernels.load_fetch() is ops and kernels.load_core() is core_ops
 

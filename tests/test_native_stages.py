@@ -40,7 +40,7 @@ def test_tiff_is_transcoded_by_the_stage_and_refused_in_graph_mode(ops, tiff_ser
     kept = [(body.numpy(), int(label)) for body, label, _ in ds.apply(fetch_native(FAST, stats, deterministic=True))]
     assert [label for _, label in kept] == [0, 1, 4]
     assert kept[0][0] == kept[2][0] == files["b.jpg"]  # untouched rows keep their bodies
-    decoded = tf.io.decode_png(kept[1][0], channels=3).numpy()
+    decoded = tf.io.decode_image(kept[1][0], channels=3).numpy()  # transcoded to BMP (PNG with alpha)
     assert np.array_equal(decoded, image[..., ::-1])  # OpenCV arrays are BGR
     snapshot = stats.snapshot()
     assert snapshot["failures"] == {"decode_error": 1, "http_404": 1} and snapshot["fetched"] == 3

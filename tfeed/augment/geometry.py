@@ -123,8 +123,8 @@ class RandomResizedCrop(Op):
         return tf.cond(is_jpeg, lambda: self._jpeg_window(body, header, u, options), other)
 
     def decode_jpeg_transform(self, body, u, options: DecodeOptions = DEFAULT_OPTIONS):
-        header = upright.read_header(body, options)
-        return self._jpeg_window(upright.require_jpeg(body, header), header, u, options)
+        header = upright.read_header(body, options, jpeg_only=True)
+        return self._jpeg_window(body, header, u, options)
 
     def _jpeg_window(self, body, header, u, options):
         """The crop drawn in the upright frame, decoded from the JPEG's stored
@@ -132,7 +132,7 @@ class RandomResizedCrop(Op):
         scaled window snapped outwards to whole pixels, then the exact window
         resampled from it), resized, turned upright."""
         orientation = upright.orientation_of(header, options)
-        stored = upright.jpeg_size(body, header)
+        stored = upright.jpeg_size(body, header, options)
         upright_size = upright.swapped_if(upright.transposes(orientation), stored)
         window = upright.window_to_stored(self.window(upright_size, u), upright_size, orientation)
         target = upright.stored_size(self.size, orientation)
@@ -143,7 +143,7 @@ class RandomResizedCrop(Op):
             resized = upright.resample_window(cropped, window, snapped, index, target)
         else:  # the snapped window (within one decoded pixel of it); the scale left is under 2x
             resized = to_float(tf.image.resize(cropped, target, method=self.interpolation, antialias=self.antialias))
-        return tf.ensure_shape(upright.orient(resized, orientation), [*self.size, 3])
+        return tf.ensure_shape(upright.orient(resized, orientation, options), [*self.size, 3])
 
     def _resized(self, cropped):
         cropped.set_shape([None, None, 3])

@@ -2,7 +2,7 @@
 
 ``tf.io`` reads JPEG, PNG, GIF, BMP and (still) WebP.  Other formats that
 OpenCV reads (AVIF, animated WebP: first frame, TIFF, JPEG 2000, PNM, ...)
-and ICO are transcoded here to PNG so the graph decoder can take them;
+and ICO are transcoded here (BMP, or PNG with alpha) so the graph decoder can take them;
 formats no installed decoder reads (HEIC) count as ``unsupported_format``;
 anything else counts as ``not_image``.  A header declaring more than
 ``max_pixels`` pixels counts as ``too_large`` before anything decodes it.
@@ -22,7 +22,8 @@ from typing import NamedTuple, Optional
 from tfeed import contract, errors
 
 TF_FORMATS = contract.DECODABLE
-_MAY_HAVE_ALPHA = ("avif", "webp", "tiff")
+_MAY_HAVE_ALPHA = ("tiff",)  # decoded twice: IMREAD_COLOR applies its EXIF orientation, the alpha comes along
+_ONE_DECODE = ("avif", "webp")  # AVIF rotates with its own boxes, not EXIF; an animated WebP carries no EXIF here
 
 
 def sniff(data: bytes) -> Optional[str]:
@@ -81,12 +82,14 @@ def check(data: bytes, max_pixels: Optional[int] = contract.DEFAULT_MAX_PIXELS) 
 
 
 def transcode_to_png(data: bytes) -> Optional[bytes]:
-    """Decode ``data`` (OpenCV; ICO here) and re-encode it losslessly as PNG.
+    """Decode ``data`` (OpenCV; ICO here) and re-encode it losslessly: PNG
+    when it has alpha, else BMP.
 
-    Returns None when it cannot be read.  OpenCV's ``IMREAD_COLOR`` applies
-    EXIF orientation and takes an animation's first frame; for formats that
-    may carry alpha (AVIF, WebP, TIFF) the alpha of an ``IMREAD_UNCHANGED``
-    decode of the same size is kept (the decode stage composites it).
+    Returns None when it cannot be read.  AVIF and (animated: first frame)
+    WebP are decoded once with ``IMREAD_UNCHANGED``, alpha kept (the decode
+    stage composites it; a second decode doubled an AVIF's cost); others with
+    ``IMREAD_COLOR``, which applies EXIF orientation, plus a TIFF's alpha
+    from an ``IMREAD_UNCHANGED`` decode of the same size.
     Channel order is preserved (OpenCV decodes to BGR and encodes from BGR).
     """
     import cv2  # imported lazily: only rare formats take this path
@@ -96,17 +99,37 @@ def transcode_to_png(data: bytes) -> Optional[bytes]:
     if kind == "ico":
         return ico_to_png(data)
     buffer = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if kind in _ONE_DECODE:  # orientation lives outside EXIF: one IMREAD_UNCHANGED decode keeps alpha
+        image = _as_8bit_bgr_or_bgra(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+    else:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if image is not None and kind in _MAY_HAVE_ALPHA:
+            unchanged = _as_8bit_bgr_or_bgra(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+            if unchanged is not None and unchanged.shape[:2] == image.shape[:2] and unchanged.shape[2] == 4:
+                image = np.dstack([image, unchanged[..., 3]])
     if image is None:
         return None
-    if kind in _MAY_HAVE_ALPHA:
-        unchanged = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        if unchanged is not None and unchanged.ndim == 3 and unchanged.shape[:2] == image.shape[:2] \
-                and unchanged.shape[2] == 4:
-            alpha = unchanged[..., 3] if unchanged.dtype == np.uint8 else (unchanged[..., 3] >> 8).astype(np.uint8)
-            image = np.dstack([image, alpha])
-    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    # The body only crosses into the decode stage, so it is written uncompressed: BMP (a copy of the
+    # pixels), or PNG level 0 when there is alpha; PNG level 1 took 40% of a 1.5 MP AVIF's transcode.
+    if image.shape[2] == 4:
+        ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    else:
+        ok, encoded = cv2.imencode(".bmp", image)
     return encoded.tobytes() if ok else None
+
+
+def _as_8bit_bgr_or_bgra(image):
+    """An OpenCV ``IMREAD_UNCHANGED`` result as uint8 BGR or BGRA (None stays None)."""
+    import cv2
+    import numpy as np
+
+    if image is None:
+        return None
+    if image.dtype != np.uint8:
+        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else cv2.convertScaleAbs(image)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
 
 
 def ico_to_png(data: bytes) -> Optional[bytes]:

@@ -5,7 +5,10 @@ pipeline's own kernels, which need TensorFlow only: ``tfeed_try_call`` and
 ``tfeed_keep_rows`` (``try_call.cc``), the delivery journal
 ``tfeed_journal_append`` / ``tfeed_journal_drain`` (``journal.cc``) and
 ``tfeed_affine_mirror``, the per-example colour-and-flip step of augmentation
-recipes (``affine_mirror.cc``).
+recipes (``affine_mirror.cc``), ``tfeed_image_header``, an image's
+format, size and EXIF orientation (``image_header_op.cc``), and
+``tfeed_scale_plan`` / ``tfeed_orient``, the decode's scale and its turn
+upright (``orient.cc``).
 
 ``tfeed_fetch_ops.so`` (:func:`load_fetch`, sources in ``fetch/``) holds the
 native fetch engine: ``tfeed_fetch`` takes a vector of URLs and returns their
@@ -118,7 +121,8 @@ _FETCH = _Loader("fetch", "native fetch op", "the Python engine", _opens_libcurl
 
 def load_core(cache_dir: Optional[os.PathLike] = None, compiler: str = "g++") -> Optional[ModuleType]:
     """The pipeline's own kernels (``tfeed_try_call``, ``tfeed_keep_rows``,
-    ``tfeed_journal_append``, ``tfeed_journal_drain``, ``tfeed_affine_mirror``),
+    ``tfeed_journal_append``, ``tfeed_journal_drain``, ``tfeed_affine_mirror``,
+    ``tfeed_image_header``, ``tfeed_scale_plan``, ``tfeed_orient``),
     whichever engine fetches; None (after one warning) when they cannot be
     built.  Needs a C++ compiler only, not libcurl."""
     return _CORE.load(cache_dir, compiler)

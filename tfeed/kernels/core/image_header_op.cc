@@ -1,8 +1,11 @@
 // TfeedImageHeader: what an image's header says, for the decode stage.
 //
-//   header = TfeedImageHeader(contents)   contents: string []; header: int64 [6]
-//     = [format, height, width, orientation, alpha, animated]
+//   header = TfeedImageHeader(contents, require_format=0)
+//     contents: string []; header: int64 [6] = [format, height, width, orientation, alpha, animated]
 //
+// require_format > 0: a body of another format fails with InvalidArgument
+// (the decode stage's JPEG-only path: no separate assertion op, and libjpeg
+// never sees other bytes).
 // format is a tfeed.contract.HEADER_FORMATS code (0: unknown); height and
 // width are the stored frame before EXIF orientation (0: not in the header);
 // orientation is the JPEG EXIF Orientation 1-8 (1 when absent); alpha and
@@ -31,6 +34,7 @@ constexpr int kHeaderFields = 6;
 REGISTER_OP("TfeedImageHeader")
     .Input("contents: string")
     .Output("header: int64")
+    .Attr("require_format: int = 0")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       ::tensorflow::shape_inference::ShapeHandle unused;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &unused));
@@ -40,18 +44,26 @@ REGISTER_OP("TfeedImageHeader")
 
 class ImageHeaderOp : public OpKernel {
  public:
-  explicit ImageHeaderOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit ImageHeaderOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("require_format", &require_format_));
+  }
 
   void Compute(OpKernelContext* context) override {
     const tstring& contents = context->input(0).scalar<tstring>()();
     const image::Header h =
         image::ReadHeader(reinterpret_cast<const unsigned char*>(contents.data()), contents.size());
+    OP_REQUIRES(context, require_format_ <= 0 || h.format == require_format_,
+                ::tensorflow::errors::InvalidArgument("TfeedImageHeader: not the required format (",
+                                                      require_format_, "), header format ", h.format));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({kHeaderFields}), &output));
     auto out = output->vec<int64_t>();
     out(0) = h.format, out(1) = h.height, out(2) = h.width, out(3) = h.orientation;
     out(4) = h.alpha ? 1 : 0, out(5) = h.animated ? 1 : 0;
   }
+
+ private:
+  int64_t require_format_ = 0;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfeedImageHeader").Device(::tensorflow::DEVICE_CPU), ImageHeaderOp);
