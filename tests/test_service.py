@@ -165,6 +165,11 @@ def test_failure_counts_match_a_local_run(cluster, server):
     for label in (0, 5):  # same decode + resize; workers send uint8: the local pixels rounded half to even
         assert remote_images[label].dtype == np.float32
         np.testing.assert_array_equal(remote_images[label], np.round(np.clip(local_images[label], 0, 255)))
+    as_sent = tfeed.service.service_dataset(pairs, service=cluster.address, image_size=(32, 32), batch_size=None,
+                                            seed=2, fetch_config=FetchConfig(retries=0), image_dtype="uint8")
+    sent_images = {int(label): image.numpy() for image, label in as_sent}
+    assert sent_images[5].dtype == np.uint8 and sent_images.keys() == remote_images.keys()
+    np.testing.assert_array_equal(sent_images[5], remote_images[5])
 
 
 def test_parallel_epochs_gives_each_url_once_per_worker(cluster, server):
