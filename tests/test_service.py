@@ -115,7 +115,7 @@ def test_distributed_epoch_yields_every_good_url_exactly_once(cluster, server):
 
 
 def test_thousands_of_urls_from_shards_reach_two_workers_once_each(cluster, server, tmp_path):
-    """3000 URLs: 11 shard files handed out by file between the two workers; then the files are gone."""
+    """3000 URLs: 10 shard files (8 x 256, 512, 440) handed out by file to two workers; then deleted."""
     names = sorted(server.names)
     pairs = [(server.url(names[i % 60]) + f"?n={i}", i) for i in range(2990)]
     pairs += [(server.url(names[i], status=404) + f"&n={i}", 2990 + i) for i in range(10)]
