@@ -116,7 +116,7 @@ def test_distributed_epoch_yields_every_good_url_exactly_once(cluster, server):
 
 
 def test_thousands_of_urls_from_shards_reach_two_workers_once_each(cluster, server, tmp_path):
-    """3000 URLs: 11 shard files handed out by file between the two workers; then the files are gone."""
+    """3000 URLs: 10 shard files (8 x 256, 512, 440) handed out by file to two workers; then deleted."""
     names = sorted(server.names)
     pairs = [(server.url(names[i % 60]) + f"?n={i}", i) for i in range(2990)]
     pairs += [(server.url(names[i], status=404) + f"&n={i}", 2990 + i) for i in range(10)]
@@ -166,6 +166,11 @@ def test_failure_counts_match_a_local_run(cluster, server):
     for label in (0, 5):  # same decode + resize; workers send uint8: the local pixels rounded half to even
         assert remote_images[label].dtype == np.float32
         np.testing.assert_array_equal(remote_images[label], np.round(np.clip(local_images[label], 0, 255)))
+    as_sent = tfeed.service.service_dataset(pairs, service=cluster.address, image_size=(32, 32), batch_size=None,
+                                            seed=2, fetch_config=FetchConfig(retries=0), image_dtype="uint8")
+    sent_images = {int(label): image.numpy() for image, label in as_sent}
+    assert sent_images[5].dtype == np.uint8 and sent_images.keys() == remote_images.keys()
+    np.testing.assert_array_equal(sent_images[5], remote_images[5])
 
 
 def test_parallel_epochs_gives_each_url_once_per_worker(cluster, server):

@@ -1,8 +1,10 @@
 """Scale-out on tf.data service: ``tfeed service dispatcher|worker`` and
 ``image_dataset_from_urls(..., service="grpc://host:port")``.
 
-Modules: :mod:`~tfeed.service.graph` (the worker side, graph ops only),
-:mod:`~tfeed.service.client` (the watchdog reader and its accounting),
+Modules: :mod:`~tfeed.service.staging` (each epoch's URLs as shard files),
+:mod:`~tfeed.service.graph` (the worker side, graph ops only),
+:mod:`~tfeed.service.client` (the watchdog reader), :mod:`~tfeed.service.ledger`
+(its per-shard accounting),
 :mod:`~tfeed.service.dataset` (the wiring), :mod:`~tfeed.service.servers`
 (the dispatcher and worker processes), :mod:`~tfeed.service.projection`
 (throughput model for 1-64 workers).  See ``docs/service.md``.

@@ -38,7 +38,7 @@ from tfeed.stats import Stats
 
 LOST = "lost"
 DUPLICATE = "duplicate"
-FIRST_WAVE_WAIT = 2.0  # seconds the first job waits for the whole epoch to be staged (~1M URLs)
+FIRST_WAVE_WAIT = 2.0  # seconds the first job waits for the whole epoch to be staged (~500,000 URLs)
 _END = object()
 _log = logging.getLogger("tfeed.service")
 
@@ -63,7 +63,8 @@ class WatchdogReader:
     An epoch runs in *waves*: the first job starts once staging is done or
     ``first_wave_wait`` seconds passed (then it takes the shards written so
     far), each later job takes the shards completed meanwhile.  Lists that
-    stage within ``first_wave_wait`` (about a million URLs) are one job.
+    stage within ``first_wave_wait`` (about 500,000 URLs at the 260,000-280,000
+    URLs/s measured on 2 shared cores) are one job.
     ``shared=True`` (trainers sharing a job name) waits for the whole epoch
     to be staged, so that every trainer registers the same single job.
 

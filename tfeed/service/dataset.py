@@ -60,16 +60,21 @@ def service_dataset(source, *, service: str, **arguments):
 
     Images travel as uint8 (the resized pixels rounded to integers) and are
     float32 again on the client: they equal the local pipeline's images
-    rounded half to even.
+    rounded half to even.  ``image_dtype=tf.uint8`` (or ``"uint8"``) keeps
+    them uint8 and leaves the conversion to the model (e.g. on the GPU),
+    saving the trainer that work and 3/4 of the batch memory.
     """
+    image_dtype = tf.dtypes.as_dtype(arguments.pop("image_dtype", tf.float32))
+    if image_dtype not in (tf.float32, tf.uint8):
+        raise ValueError(f"image_dtype must be float32 or uint8, got {image_dtype.name}")
     plan = make_plan(source, service=service, **arguments)
-    datasets = service_datasets(plan)
+    datasets = service_datasets(plan, image_dtype)
     return datasets if plan.both_subsets else datasets[0]
 
 
-def service_datasets(plan: Plan) -> tuple:
+def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> tuple:
     """One dataset per subset of ``plan`` (whose ``service`` is set), run on
-    the tf.data service.
+    the tf.data service; images are ``image_dtype`` (float32 or uint8).
 
     Raises NativeOpMissingError when the native fetch op is unavailable, and
     ValueError for options service mode does not support (``augment``,
@@ -111,8 +116,10 @@ def service_datasets(plan: Plan) -> tuple:
                                 shared=settings.job_name is not None)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
             tf.TensorSpec([None, *plan.image_size, 3], tf.uint8), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.string))).unbatch()
-        dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            tf.TensorSpec([None], tf.string)))
+        if image_dtype == tf.float32:  # per group of up to 16: one cast op per group, not per image
+            dataset = dataset.map(_to_float, num_parallel_calls=2, deterministic=True)
+        dataset = dataset.unbatch()
         datasets.append(_client_stages(dataset, plan, stats, name))
         datasets[-1]._tfeed_staging = root  # the staging directory lives as long as a dataset using it
     return tuple(datasets)

@@ -1,7 +1,8 @@
 """The epoch's URLs as data: text shards the workers read, written by the client as it reads the source.
 
 One epoch's selected pairs are streamed (never held whole) into shard files
-under ``<staging_dir>/tfeed-<id>/<subset>-epoch<N>/``::
+under ``<staging_dir>/tfeed-<id>/epoch<N>/`` (one ``tfeed-<id>`` per dataset,
+removed at the end of each epoch; without ``staging_dir``, a new temp dir)::
 
     shard-000000.txt   one line per pair:  <tag>\\t<url>\\n
 
@@ -19,8 +20,10 @@ complete: a reader never sees half a shard.
 
 Files go through ``tf.io.gfile``, so ``staging_dir`` may be a local path
 (workers on this machine) or any path the workers can read (``gs://...``,
-a shared mount).  Writing measured 0.5 us per URL (buffered text; TFRecord
-records cost 2.6 us), reading a ``.txt`` URL list 1.1 us per line.
+a shared mount).  Text, not TFRecord: writing buffered lines measured
+0.5 us per URL, TFRecord records 2.6 us.  Staging a 10M-line ``.txt`` list
+end to end (read, select, label, write) ran at 281,000 URLs/s on 2 shared
+cores with +4 MB of RSS (``benchmarks/bench_service_scale.py``).
 """
 
 from __future__ import annotations
