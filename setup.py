@@ -24,7 +24,7 @@ setup(
         "io": ["tensorflow-io"],
         "viz": ["matplotlib"],
         "progress": ["tqdm"],
-        "test": ["pytest", "pytest-timeout", "scikit-image", "scikit-learn", "pillow", "pyarrow",
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "scikit-image", "scikit-learn", "pillow", "pyarrow",
                  "matplotlib", "tqdm", "psutil", "nbclient", "nbformat", "ipykernel", "trustme"],
         "bench": ["psutil", "matplotlib", "scikit-image", "scikit-learn", "pillow", "tensorpack==0.11"],
     },
