@@ -14,8 +14,8 @@ implements the same state machine and is checked against this one):
   the most requests open at once among the successes since the last cut (what
   a concurrency limiter let through), at most once per window of requests
   (signals from requests started before the last cut are the same event).
-  The level the host served when it overloaded (the smaller of the last two)
-  is remembered: the window regrows to it by about one per round trip, and
+  The level at which the host overloaded (the requests open before the shed
+  one) is remembered: the window regrows to it by about one per round trip, and
   probes above it only after ``PROBE_QUIET_S`` without overload, a spell that
   doubles with each failed probe (a failed probe returns to the known level,
   no deeper cut).  A host that sheds above 16 open requests thus runs at
@@ -171,8 +171,9 @@ class HostLimiter:
             self.gap = self._paced_gap()
             self._next_start = max(self._next_start, now + self.gap)
         elif fresh:
-            level = min(max(position, contract.MIN_WINDOW), self._served_level or self.window)
-            self._cut(min(self.window * contract.OVERLOAD_DECREASE, level), now, overload=level)
+            level = max(position, contract.MIN_WINDOW)  # served lags a round trip in slow start: not the level
+            served = self._served_level or self.window
+            self._cut(min(self.window * contract.OVERLOAD_DECREASE, level, served), now, overload=level)
             self._served_level = 0
         if retry_after is not None:
             self._pause(now + min(retry_after, contract.MAX_PAUSE_S))

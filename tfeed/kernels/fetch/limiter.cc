@@ -87,8 +87,8 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
     next_start_ = std::max(next_start_, now + gap_);
   } else if (fresh) {
     const double served = served_level_ > 0 ? static_cast<double>(served_level_) : window_;
-    const double level = std::min(std::max<double>(static_cast<double>(ticket.position), c::kMinWindow), served);
-    Cut(std::min(window_ * c::kOverloadDecrease, level), now, level);
+    const double level = std::max<double>(static_cast<double>(ticket.position), c::kMinWindow);
+    Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level);  // served lags in slow start
     served_level_ = 0;
   }
   if (retry_after >= 0) {
