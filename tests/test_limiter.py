@@ -111,6 +111,30 @@ def test_429_without_retry_after_paces_the_host_instead_of_failing():
     assert not host.can_start(now + 0.001) and host.can_start(now + host.gap + 1e-9)
 
 
+def test_the_pace_settles_just_under_a_strict_rate_limit():
+    """Simulated nginx ``limit_req rate=200r/s`` without burst (a request less than 5 ms
+    after the last accepted one gets 429), 1 ms per request, start times jittered by up to
+    0.3 ms: after the first second the host delivers >= 85% of its limit, with < 15% 429s."""
+    rng = random.Random(7)
+    host, limit_gap, latency = limiter(), 0.005, 0.001
+    now, last_accepted, served, answered_429 = 0.0, -1.0, [], 0
+    while now < 3.0:
+        now = host.ready_at(now) + rng.uniform(0, 0.0003)
+        if not host.can_start(now):
+            continue
+        ticket = host.start(now)
+        if now - last_accepted >= limit_gap:
+            last_accepted = now
+            host.succeeded(ticket, latency, now + latency)
+            served.append(now)
+        else:
+            host.overloaded(ticket, now + latency, status=429)
+            answered_429 += now >= 1.0
+    settled = [t for t in served if t >= 1.0]
+    assert len(settled) / 2.0 >= 0.85 * 200
+    assert answered_429 < 0.15 * len(settled)
+
+
 def test_overload_at_the_minimum_window_backs_off_exponentially():
     host = limiter()
     now, pauses = 0.0, []

@@ -129,8 +129,10 @@ LATENCY_SAMPLES = 64          # the floor is the minimum over the last 64-128 sa
 PROBE_QUIET_S = 10.0          # first quiet spell before probing above a known overload level
 MAX_PROBE_QUIET_S = 64.0
 OVERLOAD_STATUSES = (429, 503)
-PACE_RELAX = 0.995            # each success narrows a 429-paced host's gap by this factor
-PACE_MARGIN = 1.05            # a 429 paces starts this much slower than the host's recent successes
+PACE_RELAX = 0.995            # each start the pace held back narrows a 429-paced host's gap by this factor
+PACE_RELAX_FIRST = 0.95       # ... until the second 429 (the first pace guesses from successes in slow start)
+PACE_BACKOFF = 1.1            # each later 429 widens the gap by this factor (about 1 start in 20 answers 429)
+PACE_MARGIN = 1.05            # the first 429 paces starts this much slower than the host's recent successes
 # A host that answers nothing but overload is paused: Retry-After when given (capped at
 # MAX_PAUSE_S), else exponential backoff with equal jitter from the config's backoff.
 MAX_PAUSE_S = 300.0
@@ -145,7 +147,7 @@ SHEDS_PER_URL = 10
 LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "OVERLOAD_DECREASE", "LATENCY_DECREASE", "LATENCY_TOLERANCE",
                      "SLOW_START_EXIT", "LATENCY_SMOOTHING", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
                      "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX",
-                     "PACE_MARGIN", "SHEDS_PER_URL")
+                     "PACE_RELAX_FIRST", "PACE_BACKOFF", "PACE_MARGIN", "SHEDS_PER_URL")
 
 
 # -- crawler manners ------------------------------------------------------------

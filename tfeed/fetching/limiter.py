@@ -22,15 +22,17 @@ implements the same state machine and is checked against this one):
   15-16, not at 0.7 x 16 (bench_origins' shedding origin: 0.65x -> see the
   README's origins table).
 * **Rate limits** (``429``): the host is paced: requests start at most one per
-  ``gap`` seconds.  A 429 (once per window) sets the gap to ``PACE_MARGIN``
-  times the moving average of the interval between the host's successes: a
-  client that sends too fast sees successes at the rate the host accepts, so
-  this lands just under the limit in one step (before any success: the
-  interval between starts divided by ``OVERLOAD_DECREASE``, widened by that
-  factor per 429).  Every success narrows the gap by ``PACE_RELAX``, probing
-  upwards.  (Widening by a factor per 429 instead overshot to a small
-  fraction of an nginx ``limit_req`` rate and crawled back one success at a
-  time: 68 images/s against 200 r/s.)
+  ``gap`` seconds.  The first 429 sets the gap to ``PACE_MARGIN`` times the
+  moving average of the interval between the host's successes (before any
+  success: one start per round trip); each later 429 (once per window) widens
+  it by ``PACE_BACKOFF``, and each start the pace held back narrows it by
+  ``PACE_RELAX`` (by ``PACE_RELAX_FIRST`` until the second 429, since the
+  first guess is read from slow start's successes and often lands at half
+  the rate).  So the pace saw-tooths within 10% under the rate the host
+  accepts, about one start in 20 answered 429.  (Setting the gap from the
+  successes at every 429 ratcheted down: lost slots stretch the intervals
+  between successes, and nginx ``limit_req`` 200 r/s without burst got 69
+  images/s.)
 * **Latency.** The decisions read a moving average of latencies
   (``LATENCY_SMOOTHING``), so the jitter of a real origin (100 +- 20 ms) does
   not pass for queueing.  The window grows (slow start, or about one per
@@ -78,6 +80,7 @@ class HostLimiter:
         self.slow_start = True
         self.ceiling: Optional[float] = None  # the window that last overloaded the host
         self.gap = 0.0  # seconds between request starts (0: unpaced)
+        self._pace_settled = False  # a second 429 has bounded the pace from above
         self.paused_until = 0.0
         self.throttles = 0  # overload answers, in all
         self._backoff, self._max_backoff, self._patience = backoff, max_backoff, patience
@@ -115,6 +118,8 @@ class HostLimiter:
         if self._last_start is not None:
             self._start_interval = 0.9 * self._start_interval + 0.1 * (now - self._last_start)
         self._last_start = now
+        if self.gap > self.min_gap and now < self._next_start + self.gap:  # the pace held this start back
+            self.gap *= contract.PACE_RELAX if self._pace_settled else contract.PACE_RELAX_FIRST
         self._next_start = now + max(self.gap, self.min_gap)
         return self._seq, position
 
@@ -135,8 +140,6 @@ class HostLimiter:
         floor = self._add_latency(latency)
         self._smooth = latency if self._smooth is None else \
             (1 - contract.LATENCY_SMOOTHING) * self._smooth + contract.LATENCY_SMOOTHING * latency
-        if self.gap > 0:
-            self.gap *= contract.PACE_RELAX
         if seq <= self._cut_seq:  # started before the last cut: says nothing of the new window
             return
         if self._smooth > contract.LATENCY_TOLERANCE * floor + contract.LATENCY_SLACK_S:
@@ -168,6 +171,7 @@ class HostLimiter:
             return
         fresh = seq > self._cut_seq
         if status == 429 and fresh:
+            self._pace_settled = self.gap > 0
             self.gap = self._paced_gap()
             self._next_start = max(self._next_start, now + self.gap)
         elif fresh:
@@ -206,11 +210,12 @@ class HostLimiter:
 
     def _paced_gap(self) -> float:
         """The gap between starts after a 429."""
+        if self.gap > 0:
+            return self.gap * contract.PACE_BACKOFF
         if self._success_interval:  # None before two successes; 0 says nothing
             return self._success_interval * contract.PACE_MARGIN
-        if self.gap > 0:
-            return self.gap / contract.OVERLOAD_DECREASE
-        return max(self._start_interval, 1e-4) / contract.OVERLOAD_DECREASE
+        # before two successes: about one start per round trip
+        return max(self._start_interval, self._smooth or 0.0, 1e-4) / contract.OVERLOAD_DECREASE
 
     def _pause(self, until: float) -> None:
         self.paused_until = max(self.paused_until, until)

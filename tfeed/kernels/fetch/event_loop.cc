@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -164,8 +165,7 @@ void Fetcher::Loop() {
       hosts_dirty_ = false;
       next_publish_ = now + std::chrono::milliseconds(50);
     }
-    int timeout = WaitMs(Clock::now());
-    int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), timeout);
+    int n = WaitForEvents(&events);
     Dispatch(events, n);
     RunCurlTimeout();
     Harvest();
@@ -267,17 +267,38 @@ void Fetcher::ApplyLimits(const Options& opt) {
   }
 }
 
-int Fetcher::WaitMs(Clock::time_point now) {
-  if (admit_pending_) return 0;  // freed during this iteration, after Admit ran
+// How long the loop may sleep: until libcurl's timer, a fetch timer, the read
+// timeout scan or a paced host's next start, whichever is first (-1: no deadline).
+Clock::duration Fetcher::SleepFor(Clock::time_point now) {
+  if (admit_pending_) return Clock::duration::zero();  // freed during this iteration, after Admit ran
   Clock::time_point until = curl_due_;
   if (!timers_.empty()) until = std::min(until, timers_.top().when);
   if (!active_.empty()) until = std::min(until, next_scan_);
   const double wakeup = hosts_.NextWakeup(Since(now));  // a paced or paused host may start again
   if (wakeup >= 0) until = std::min(until, epoch_ + FromSeconds(wakeup));
-  if (until == Clock::time_point::max()) return -1;
-  if (until <= now) return 0;
-  double ms = std::ceil(Seconds(until - now) * 1000);
-  return static_cast<int>(std::min(ms, 60000.0));
+  if (until == Clock::time_point::max()) return Clock::duration(-1);
+  if (until <= now) return Clock::duration::zero();
+  return std::min<Clock::duration>(until - now, std::chrono::seconds(60));
+}
+
+// Sleeps in epoll until a socket is ready or SleepFor's deadline.  epoll_pwait2
+// takes the deadline to the microsecond; epoll_wait's whole milliseconds, rounded
+// up, started a paced host's requests 0.5 ms late on average (10% of a 5 ms gap,
+// nginx limit_req 200 r/s), and unevenly, which its rate limit answers with 429.
+int Fetcher::WaitForEvents(std::vector<epoll_event>* events) {
+  const Clock::duration sleep = SleepFor(Clock::now());
+  const int capacity = static_cast<int>(events->size());
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+  if (precise_wait_) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(sleep).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    const int n = epoll_pwait2(epoll_, events->data(), capacity, ns < 0 ? nullptr : &ts, nullptr);
+    if (n >= 0 || errno != ENOSYS) return n;
+    precise_wait_ = false;  // a kernel older than 5.11
+  }
+#endif
+  const double ms = std::chrono::duration<double, std::milli>(sleep).count();
+  return epoll_wait(epoll_, events->data(), capacity, ms < 0 ? -1 : static_cast<int>(std::ceil(ms)));
 }
 
 void Fetcher::Teardown() {

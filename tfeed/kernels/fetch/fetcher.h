@@ -98,7 +98,8 @@ class Fetcher {
   void AcceptBatch(std::unique_ptr<Batch> batch);
   void AcceptCall(std::unique_ptr<Call> call, std::vector<uint64_t>* lot_cancels);
   void ApplyLimits(const Options& opt);
-  int WaitMs(Clock::time_point now);
+  Clock::duration SleepFor(Clock::time_point now);
+  int WaitForEvents(std::vector<epoll_event>* events);
   void Teardown();
 
   // -- attempts.cc ------------------------------------------------------------
@@ -158,6 +159,7 @@ class Fetcher {
   int64_t in_flight_ = 0, host_limit_ = 0, total_limit_ = 0;
   int64_t parked_bytes_ = 0;  // bodies finished but not yet returned (batch outputs, lots' ready results)
   bool admit_pending_ = false;  // a slot or bytes were freed after this iteration's Admit: run it again at once
+  bool precise_wait_ = true;  // epoll_pwait2 until the kernel says ENOSYS
   Clock::time_point curl_due_ = Clock::time_point::max(), next_scan_ = Clock::time_point::min();
   std::mt19937_64 rng_{std::random_device{}()};
 };

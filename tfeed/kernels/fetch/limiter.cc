@@ -37,6 +37,9 @@ LimiterTicket HostLimiter::Start(double now) {
   if (started_any_) start_interval_ = 0.9 * start_interval_ + 0.1 * (now - last_start_);
   started_any_ = true;
   last_start_ = now;
+  if (gap_ > min_gap_ && now < next_start_ + gap_) {  // the pace held this start back
+    gap_ *= pace_settled_ ? c::kPaceRelax : c::kPaceRelaxFirst;
+  }
   next_start_ = now + std::max(gap_, min_gap_);
   return ticket;
 }
@@ -57,7 +60,6 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   const double floor = AddLatency(latency);
   smooth_ = has_smooth_ ? (1 - c::kLatencySmoothing) * smooth_ + c::kLatencySmoothing * latency : latency;
   has_smooth_ = true;
-  if (gap_ > 0) gap_ *= c::kPaceRelax;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
   if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
     Cut(window_ * c::kLatencyDecrease, now, 0);
@@ -83,6 +85,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   if (!adaptive_) return;
   const bool fresh = ticket.seq > cut_seq_;
   if (status == 429 && fresh) {
+    pace_settled_ = gap_ > 0;
     gap_ = PacedGap();
     next_start_ = std::max(next_start_, now + gap_);
   } else if (fresh) {
@@ -119,9 +122,10 @@ void HostLimiter::Cut(double target, double now, double overload) {
 }
 
 double HostLimiter::PacedGap() const {
+  if (gap_ > 0) return gap_ * c::kPaceBackoff;
   if (success_interval_ > 0) return success_interval_ * c::kPaceMargin;
-  if (gap_ > 0) return gap_ / c::kOverloadDecrease;
-  return std::max(start_interval_, 1e-4) / c::kOverloadDecrease;
+  // before two successes: about one start per round trip
+  return std::max({start_interval_, smooth_, 1e-4}) / c::kOverloadDecrease;
 }
 
 void HostLimiter::Pause(double until) { paused_until_ = std::max(paused_until_, until); }

@@ -50,6 +50,7 @@ class HostLimiter {
   double window_, min_gap_ = 0, gap_ = 0, paused_until_ = 0;
   int64_t in_flight_ = 0, throttles_ = 0;
   bool slow_start_ = true, has_ceiling_ = false, has_smooth_ = false;
+  bool pace_settled_ = false;  // a second 429 has bounded the pace from above
   double smooth_ = 0;  // moving average of latencies
   double ceiling_ = 0;
   double backoff_, max_backoff_, patience_;
