@@ -148,3 +148,35 @@ def test_a_url_that_always_answers_503_still_ends(engine):
     failures = ds.stats.snapshot()["failures"]
     assert failures in ({"http_5xx": 1}, {"rate_limited": 1})
     assert ds.stats.snapshot()["throttled"] >= contract.SHEDS_PER_URL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_old_spell_of_throttling_does_not_give_up_a_later_dataset(engine):
+    """The native engine keeps host states for the process: a host given up by one
+    dataset is tried afresh by a later one once it has rested longer than its patience."""
+    images = _images(4)
+    config = FetchConfig(host_patience=1.0)
+    with ImageServer(images) as server:
+        throttled = [server.url(name, status=429) for name in sorted(images)]
+        first = tfeed.image_dataset_from_urls(throttled, labels=None, image_size=(32, 32), shuffle=False,
+                                              fetch_engine=engine, fetch_config=config)
+        assert _epoch(first) == 0 and first.stats.snapshot()["failures"] == {"rate_limited": 4}
+        time.sleep(1.5)
+        later = tfeed.image_dataset_from_urls([server.url(name) for name in sorted(images)], labels=None,
+                                              image_size=(32, 32), shuffle=False, fetch_engine=engine,
+                                              fetch_config=config)
+        assert _epoch(later) == 4
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native fetch op unavailable")
+def test_datasets_with_different_caps_keep_their_own_window_for_a_host():
+    images = _images(64)
+    with ImageServer(images) as server:
+        urls = [server.url(name) for name in sorted(images)]
+        narrow = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                               fetch_config=FetchConfig(connections_per_host=2))
+        assert _epoch(narrow) == 64
+        wide = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False)
+        assert _epoch(wide) == 64
+        windows = sorted(row["window"] for row in wide.stats.hosts(1000) if row["host"] == server.url("")[:-1])
+    assert windows[0] <= 2 < windows[-1]

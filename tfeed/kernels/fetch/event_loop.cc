@@ -230,10 +230,11 @@ void Fetcher::AcceptBatch(std::unique_ptr<Batch> batch) {
   if (b->lot != 0) ++lots_[b->lot].batches;
   batches_[b->id] = std::move(batch);
   if (b->waiter.cancelled) return CancelBatch(b);
+  const double now = Since(Clock::now());
   for (int64_t i = 0; i < b->size; ++i) {
     Transfer* t = &b->transfers[i];
     if (t->state != State::kQueued) continue;  // answered by the kernel (cache, file://, invalid)
-    t->host = hosts_.Find(t->url, *b->opt);
+    t->host = hosts_.Find(t->url, *b->opt, now);
     hosts_.Put(t->host, Ref{b->id, i});
   }
 }

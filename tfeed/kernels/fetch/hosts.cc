@@ -26,13 +26,26 @@ std::string HostKey(const std::string& url) {
   return key;
 }
 
-Host* HostTable::Find(const std::string& url, const Options& opt) {
+// Datasets that shape a host's limiter differently (caps, patience, pace) keep
+// separate states for it; alike ones share it, as they share the origin.
+static std::string LimiterShape(const Options& opt) {
+  return std::to_string(opt.connections_per_host) + ' ' + std::to_string(opt.max_in_flight) + ' ' +
+         std::to_string(opt.adaptive) + ' ' + std::to_string(opt.host_patience) + ' ' +
+         std::to_string(opt.backoff) + ' ' + std::to_string(opt.max_backoff) + ' ' + std::to_string(opt.max_rps_per_host);
+}
+
+Host* HostTable::Find(const std::string& url, const Options& opt, double now) {
   std::string key = HostKey(url);
-  auto it = hosts_.find(key);
-  if (it != hosts_.end()) return it->second.get();
+  std::string entry = key + '\n' + LimiterShape(opt);
+  auto it = hosts_.find(entry);
+  if (it != hosts_.end()) {
+    Host* host = it->second.get();
+    if (host->queue.empty() && host->limiter.in_flight() == 0) host->limiter.Rested(now);
+    return host;
+  }
   auto host = std::make_unique<Host>(key, opt);
   Host* found = host.get();
-  hosts_.emplace(std::move(key), std::move(host));
+  hosts_.emplace(std::move(entry), std::move(host));
   return found;
 }
 

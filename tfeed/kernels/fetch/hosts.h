@@ -48,7 +48,8 @@ std::string HostKey(const std::string& url);
 
 class HostTable {
  public:
-  Host* Find(const std::string& url, const Options& opt);
+  // The state of url's host for datasets shaped like `opt` (created on first use).
+  Host* Find(const std::string& url, const Options& opt, double now);
   void Put(Host* host, QueuedRef ref, bool front = false);
   // The next host whose limiter lets a request start now, its oldest ref popped into *ref.
   Host* NextReady(double now, QueuedRef* ref);

@@ -104,6 +104,10 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   if (fresh) cut_seq_ = seq_;
 }
 
+void HostLimiter::Rested(double now) {
+  if (now - std::max(last_start_, paused_until_) > patience_) unanswered_ = false, streak_ = 0;
+}
+
 bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
 
 void HostLimiter::Cut(double target, double now, double overload) {

@@ -31,6 +31,10 @@ class HostLimiter {
   // status 429 or 503, or 0 for a refused, reset or timed-out connection; retry_after < 0: none.
   void Overloaded(const LimiterTicket& ticket, double now, long status, double retry_after, std::mt19937_64& rng);
   bool GivenUp(double now) const;
+  // New work for a host with nothing queued or open: if it has had no start
+  // (nor pause) for longer than its patience, an old spell of overload (another
+  // dataset's, minutes ago) no longer counts against it.
+  void Rested(double now);
 
   double window() const { return window_; }
   double gap() const { return gap_; }
