@@ -9,19 +9,18 @@ origins    python -m http.server (small PNGs); nginx limit_conn 8 -> 503 in fron
            (no added latency: nginx cannot delay a static file)
 candidates sequential requests, 32 requests threads (both retry 408/429/5xx with backoff and
            honour Retry-After), tensorpack MultiThreadMapData(32, strict=True) (one attempt),
-           tfeed defaults (native engine), tfeed's Python engine, tfeed with fixed windows (FetchConfig(adaptive=False) when that
-           field exists, else FetchConfig())
+           tfeed defaults (native engine), tfeed's Python engine, tfeed with fixed windows
 
     python benchmarks/bench_origins.py                  # ~10 min on 2 cores
     python benchmarks/bench_origins.py --smoke          # < 60 s, tiny corpora, one process
-    python benchmarks/bench_origins.py --origins shedding,manyhosts --only tfeed,threads32
+    python benchmarks/bench_origins.py --origins shedding,manyhosts --only tfeed,threads32 --split-cores
 
-Per (origin, candidate): images delivered / total, images/s (delivered / seconds to the end
-of the list), failures by reason, the requests the origin saw. Per origin: the best peer,
-tfeed's ratio to it and to the origin's capacity, and whether tfeed delivered every image a
-peer delivered. Peers decode (cv2) what they download, as tfeed does. Each candidate runs in
-a fresh process (the parent only runs the origins, themselves subprocesses) with a time cap.
-Writes OUT/origins.json, OUT/origins.md and OUT/origins.png (OUT: benchmarks/results).
+Per (origin, candidate): images delivered / total, images/s (delivered / seconds to the end of the
+list), failures by reason, the requests the origin saw (--split-cores: origins run on core 0 and
+clients on the others, as if the origin were another machine). Per origin: the best peer,
+tfeed's ratio to it and to the origin's capacity, whether tfeed delivered every image a peer
+delivered. Peers decode (cv2) what they download, as tfeed does. Each candidate runs in a fresh
+process with a time cap. Writes OUT/origins.json, .md and .png (OUT: benchmarks/results).
 """
 
 from __future__ import annotations
@@ -108,8 +107,7 @@ def _warm_up(job: dict, config) -> None:
         dataset = tfeed.image_dataset_from_urls([(server.url(n), i) for i, n in enumerate(sorted(images))],
                                                 image_size=tuple(job["image_size"]), batch_size=2, shuffle=False,
                                                 fetch_config=config.replace(ca_file=None))
-        for _ in dataset:
-            pass
+        collections.deque(dataset, maxlen=0)  # one epoch
     _warm.append(True)
 
 
@@ -206,7 +204,8 @@ def run_job(job: dict, origin, args) -> dict:
         result = _safe_measure(job)
     else:
         try:
-            result = common.run_worker([os.path.abspath(__file__)], job, timeout=job["time_cap"] + 120)
+            result = common.run_worker([os.path.abspath(__file__)], job, timeout=job["time_cap"] + 120,
+                                       cpus=args.client_cpus)
         except common.WorkerError as exc:
             result = {"candidate": job["candidate"], "origin": job["origin"], "total": len(job["urls"]),
                       "status": "error", "reason": str(exc)}
@@ -295,7 +294,8 @@ def report(rows: dict, summaries: list, origins: dict, candidates: list, args, i
                           f"{common.fmt(v['capacity'])} images/s" for k, v in origins.items())
     return "\n".join([
         f"## Origin zoo: {info['cpus']} cores, {args.image_size[0]}x{args.image_size[1]}, batch {args.batch_size}, "
-        f"best of {args.rounds} round(s), time cap {args.time_cap:g} s, isolation {args.isolation}", "",
+        f"best of {args.rounds} round(s), time cap {args.time_cap:g} s, isolation {args.isolation}"
+        + (f", origins on core 0, clients on cores {sorted(args.client_cpus)}" if args.client_cpus else ""), "",
         described, "", main, "", "### Per origin", "", table2])
 
 
@@ -316,13 +316,13 @@ def parse_args(argv=None):
     parser.add_argument("--pause", type=float, default=None, help="seconds between jobs (default 1; smoke 0.1)")
     parser.add_argument("--smoke", action="store_true", help="tiny corpora, 1 round, inline: < 60 s")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-cores", action="store_true", help="origins on core 0, clients on the others")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where origins.json / .md / .png go")
     parser.add_argument("--corpus-cache", default=None, help="where corpora are kept (default OUT/corpus)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    smoke = args.smoke
-    pick = lambda value, normal, small: value if value is not None else (small if smoke else normal)  # noqa: E731
+    pick = lambda value, normal, small: value if value is not None else (small if args.smoke else normal)  # noqa: E731
     args.images, args.small_images = pick(args.images, 1000, 12), pick(args.small_images, 200, 16)
     args.rounds, args.time_cap = pick(args.rounds, 1, 1), pick(args.time_cap, 120.0, 20.0)
     args.isolation, args.pause = pick(args.isolation, "process", "inline"), pick(args.pause, 1.0, 0.1)
@@ -342,6 +342,7 @@ def main(argv=None) -> int:
     if args.job:
         return worker_main(args.job, args.result)
     started, info = time.perf_counter(), common.machine_info()
+    args.client_cpus = common.split_cores() if args.split_cores and args.isolation == "process" else None
     cache = args.corpus_cache or os.path.join(args.out, "corpus")
     corpora = {"small": load_corpus("small", args.small_images, args.seed, cache),
                "web": load_corpus("web", args.images, args.seed, cache)}
@@ -382,9 +383,8 @@ def main(argv=None) -> int:
 
 def chart(path: str, rows: dict, origins: list, candidates: list) -> None:
     def values(candidate, field):
-        found = [rows.get((key, candidate), {}) for key in origins]
-        return [(r[field] if field != "share" else 100.0 * r["delivered"] / max(1, r["total"]))
-                if r.get("status") == "ok" else None for r in found]
+        return [(r[field] if field != "share" else 100.0 * r["delivered"] / max(1, r["total"])) if r.get("status")
+                == "ok" else None for r in (rows.get((key, candidate), {}) for key in origins)]
 
     common.bar_chart(path, origins, {c: values(c, "images_per_s") for c in candidates},
                      title=f"images/s per origin (log scale), {os.cpu_count()} cores", ylabel="images/s", log=True,
