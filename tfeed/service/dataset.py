@@ -98,9 +98,7 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
         name = selection.subset
         root = StagingRoot(*_staging_place(settings, name))
         stats = Stats()
-        # Workers keep fixed windows: with adaptive ones a worker was seen to stop delivering
-        # mid-epoch (the URLs counted lost), a fault not yet found; local pipelines adapt.
-        worker_settings = dict(fetch_config=plan.fetch_config.replace(adaptive=False), image_size=plan.image_size,
+        worker_settings = dict(fetch_config=plan.fetch_config, image_size=plan.image_size,
                                shuffle=plan.shuffle,
                                interpolation=plan.interpolation, crop_to_aspect_ratio=plan.crop_to_aspect_ratio,
                                pad_to_aspect_ratio=plan.pad_to_aspect_ratio,
