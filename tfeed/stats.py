@@ -240,7 +240,10 @@ class Stats:
         """The ``limit`` busiest hosts (by requests), each a dict: ``host``,
         ``requests``, ``images``, ``failures``, ``throttles`` (429/503/refusals),
         ``window`` (open requests allowed now), ``in_flight``, ``queued``,
-        ``paced_rps`` (None: unpaced) and ``paused_s`` (seconds of pause left)."""
+        ``paced_rps`` (None: unpaced) and ``paused_s`` (seconds of pause left).
+        The native engine's rows cover the process: datasets with the same
+        limiter settings (caps, patience, pace) share a host's row and state,
+        others have a row of their own for it."""
         rows = [row for source in self._host_sources for row in source()]
         rows.sort(key=lambda row: row["requests"], reverse=True)
         return rows[:limit]
