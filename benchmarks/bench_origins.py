@@ -37,13 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ (scripts, not a package) and this checkout's tfeed
 
 import common  # noqa: E402
+from origins_report import CANDIDATES, CEILING, PEERS, chart, origin_summary, report, summarize  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "results")
 ORIGINS = ("httpserver", "limit_conn", "limit_req", "shedding", "manyhosts", "tls_h2")
-CANDIDATES = ("sequential", "threads32", "tensorpack", "tfeed", "tfeed python", "tfeed fixed windows")
 ENGINES = {"tfeed python": "python"}  # the others: fetch_engine="auto" (native when it loads)
-PEERS = CANDIDATES[:3]
-TFEED = CANDIDATES[3:]
 LATENCY = 0.1  # seconds per request at the latency origins
 _warm = []
 
@@ -69,6 +67,8 @@ def make_origin(key: str, root: str, args):
 def measure(job: dict) -> dict:
     """Fetch and decode ``job["urls"]`` with ``job["candidate"]``; see origin_peers for the result keys."""
     base = {"candidate": job["candidate"], "origin": job["origin"], "total": len(job["urls"])}
+    if job["candidate"] == CEILING:
+        return {**base, "status": "ok", **measure_ceiling(job)}
     if job["candidate"] in PEERS:
         import origin_peers
 
@@ -133,6 +133,25 @@ def measure_tfeed(job: dict) -> dict:
     return {"delivered_ids": sorted(delivered), "failures": dict(snapshot.get("failures", {})),
             "attempts": None, "retries": snapshot.get("retries"), "first_s": first, "wall_s": wall, "cut": cut,
             "config": described, "tfeed_stats": snapshot}
+
+
+def measure_ceiling(job: dict) -> dict:
+    """tfeed's decode + resize over the origin's files, read into memory beforehand."""
+    import baselines
+
+    bodies = []
+    for path in job["files"]:
+        with open(path, "rb") as handle:
+            bodies.append(handle.read())
+    work = baselines.Work(urls=job["urls"], labels=list(range(len(bodies))), bodies=bodies,
+                          image_size=job["image_size"], batch_size=job["batch_size"])
+    for _ in baselines.ceiling(work).take(2):  # tracing and the first autotune out of the clock
+        pass
+    delivered, start = [], time.perf_counter()
+    for _, labels in baselines.ceiling(work):
+        delivered.extend(int(label) for label in labels.numpy())
+    return {"delivered_ids": sorted(delivered), "failures": {}, "attempts": None, "first_s": None,
+            "wall_s": time.perf_counter() - start, "cut": False}
 
 
 def worker_main(job_path: str, result_path: str) -> int:
@@ -222,83 +241,6 @@ def run_job(job: dict, origin, args) -> dict:
     return result
 
 
-def summarize(runs: list) -> dict:
-    """The best round (images/s) of one (origin, candidate), with every round's rate."""
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok:
-        return runs[0]
-    best = max(ok, key=lambda r: r["images_per_s"])
-    return {**best, "rounds": len(runs), "images_per_s_rounds": [r["images_per_s"] for r in ok]}
-
-
-def origin_summary(key: str, info: dict, rows: dict, candidates: list) -> dict:
-    """Best peer, tfeed's ratios and coverage of what peers delivered, for one origin."""
-    peers = [rows[(key, c)] for c in candidates if c in PEERS and rows.get((key, c), {}).get("status") == "ok"]
-    # the best peer is the fastest of those that delivered the most images: giving up on
-    # URLs is not doing the task faster
-    most = max((r["delivered"] for r in peers), default=0)
-    best = max((r for r in peers if r["delivered"] == most), key=lambda r: r["images_per_s"], default=None)
-    peer_ids = set().union(*(set(r["delivered_ids"]) for r in peers)) if peers else set()
-    out = {"origin": key, "describe": info["describe"], "capacity": info["capacity"],
-           "best_peer": best["candidate"] if best else None, "best_peer_images_per_s": best["images_per_s"] if best else None,
-           "best_peer_delivered": best["delivered"] if best else None}
-    for name in TFEED:
-        row = rows.get((key, name))
-        if not row or row["status"] != "ok":
-            continue
-        rate = row["images_per_s"]
-        out[name] = {"images_per_s": rate, "delivered": row["delivered"], "total": row["total"],
-                     "x_best_peer": rate / best["images_per_s"] if best and best["images_per_s"] else None,
-                     "x_capacity": rate / info["capacity"] if info["capacity"] else None,
-                     "missing_vs_peers": len(peer_ids - set(row["delivered_ids"]))}
-    return out
-
-
-def report(rows: dict, summaries: list, origins: dict, candidates: list, args, info: dict) -> str:
-    lines = []
-    for key in origins:
-        for candidate in candidates:
-            row = rows.get((key, candidate))
-            if row is None:
-                continue
-            if row["status"] != "ok":
-                lines.append([key, candidate, "", "", "", row["status"], "", str(row.get("reason"))[:80]])
-                continue
-            seen = row["origin_seen"]
-            codes = ", ".join(f"{k} {v}" for k, v in sorted(seen["by_status"].items()))
-            lines.append([key, candidate, f"{row['delivered']}/{row['total']}", common.fmt(row["images_per_s"], 1),
-                          common.fmt(row["wall_s"], 1) + (" (cut)" if row["cut"] else ""),
-                          ", ".join(f"{k} {v}" for k, v in sorted(row["failures"].items())) or "—",
-                          common.fmt(seen["requests"] / max(1, row["delivered"]), 2), codes])
-    main = common.markdown_table(["origin", "candidate", "delivered", "images/s", "wall s", "failures",
-                                  "origin requests/image", "origin saw"], lines, align="llrrrlrl")
-    per_origin = []
-    for s in summaries:
-        total = origins[s["origin"]]["images"]
-        cells = [s["origin"], common.fmt(s["capacity"]), s["best_peer"] or "—",
-                 f"{common.fmt(s['best_peer_images_per_s'], 1)} ({s['best_peer_delivered']}/{total})"]
-        for name in TFEED:
-            t = s.get(name)
-            cells += ([f"{common.fmt(t['images_per_s'], 1)} ({t['delivered']}/{t['total']})",
-                       common.fmt(t["x_best_peer"], 2, "×"),
-                       common.fmt(t["x_capacity"], 2, "×"),
-                       "yes" if t["missing_vs_peers"] == 0 else f"no ({t['missing_vs_peers']} missing)"]
-                      if t else ["—"] * 4)
-        per_origin.append(cells)
-    header = ["origin", "capacity/s", "best peer", "peer/s (delivered)"]
-    for name in TFEED:
-        short = "tfeed" if name == "tfeed" else "fixed"
-        header += [f"{short}/s (delivered)", f"{short} × peer", f"{short} × capacity", f"{short} has all peer images"]
-    table2 = common.markdown_table(header, per_origin, align="lrlr" + "rrrl" * len(TFEED))
-    described = "\n".join(f"- `{k}`: {v['describe']}; {v['images']} images; capacity "
-                          f"{common.fmt(v['capacity'])} images/s" for k, v in origins.items())
-    return "\n".join([
-        f"## Origin zoo: {info['cpus']} cores, {args.image_size[0]}x{args.image_size[1]}, batch {args.batch_size}, "
-        f"best of {args.rounds} round(s), time cap {args.time_cap:g} s, isolation {args.isolation}"
-        + (f", origins on core 0, clients on cores {sorted(args.client_cpus)}" if args.client_cpus else ""), "",
-        described, "", main, "", "### Per origin", "", table2])
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +298,7 @@ def main(argv=None) -> int:
                 _log(f"round {round_index + 1}/{args.rounds}: {key}: {origin.describe()}")
                 for candidate in order:
                     job = {"candidate": candidate, "origin": key, "urls": origin.urls(names),
+                           "files": [os.path.join(root, name) for name in names],
                            "ca_file": getattr(origin, "ca_file", None), "image_size": list(args.image_size),
                            "batch_size": args.batch_size, "time_cap": args.time_cap}
                     results[(key, candidate)].append(run_job(job, origin, args))
@@ -379,17 +322,6 @@ def main(argv=None) -> int:
         "notes": notes, "runs": [r for runs in results.values() for r in runs]})
     _log(f"wrote {args.out}/origins.json, origins.md, origins.png in {time.perf_counter() - started:.0f} s")
     return 0
-
-
-def chart(path: str, rows: dict, origins: list, candidates: list) -> None:
-    def values(candidate, field):
-        return [(r[field] if field != "share" else 100.0 * r["delivered"] / max(1, r["total"])) if r.get("status")
-                == "ok" else None for r in (rows.get((key, candidate), {}) for key in origins)]
-
-    common.bar_chart(path, origins, {c: values(c, "images_per_s") for c in candidates},
-                     title=f"images/s per origin (log scale), {os.cpu_count()} cores", ylabel="images/s", log=True,
-                     panel={"series": {c: values(c, "share") for c in candidates},
-                            "title": "images delivered (% of the list)", "ylabel": "%"})
 
 
 def _log(message: str) -> None:
