@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import threading
 from typing import Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
 import tfeed
 from tfeed import FetchConfig, decode_image, resize_image
+
+import common
 
 REQUEST_TIMEOUT = 60.0  # seconds; only a safety net, the local servers always answer
 POOL_THREADS = 32
@@ -112,24 +113,10 @@ def tutorial(work: Work) -> tf.data.Dataset:
     return decode_batches(pairs.map(fetch_one, num_parallel_calls=tf.data.AUTOTUNE), work)
 
 
-def _thread_sessions():
-    """A function returning this thread's own ``requests.Session`` (keep-alive per thread)."""
-    import requests
-
-    local = threading.local()
-
-    def session():
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        return local.session
-
-    return session
-
-
 def threadpool32(work: Work) -> tf.data.Dataset:
     """The seed's design: 32 download threads (a ``requests.Session`` each) feeding
     ``from_generator``; results leave in completion order, at most 2 x 32 ahead."""
-    session = _thread_sessions()
+    session = common.thread_sessions()
     threads = work.options.get("threads", POOL_THREADS)
 
     def download(url):
@@ -161,7 +148,7 @@ def tensorpack(work: Work) -> tf.data.Dataset:
     except Exception as exc:  # noqa: BLE001 - any import failure makes the row unavailable
         raise Unavailable(f"tensorpack does not import: {type(exc).__name__}: {exc} "
                           "(pip install tensorpack==0.11)") from exc
-    session = _thread_sessions()
+    session = common.thread_sessions()
 
     def download(pair):
         url, label = pair

@@ -158,6 +158,20 @@ class WorkerError(RuntimeError):
     """A worker process failed; the message ends with its stderr."""
 
 
+def thread_sessions() -> Callable:
+    """A function returning the calling thread's own ``requests.Session`` (keep-alive per thread)."""
+    import requests
+
+    local = threading.local()
+
+    def session():
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session
+
+    return session
+
+
 def split_cores() -> Optional[set]:
     """Give core 0 to this process (and the servers it starts from now on) and return the
     other cores, for the clients measured: as if the origin were another machine, the

@@ -29,6 +29,8 @@ import random
 import threading
 import time
 
+import common
+
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 20.0  # seconds, as tfeed's FetchConfig defaults
 TRIES = 10  # attempts per URL of the polite peers
 BACKOFF, MAX_BACKOFF = 0.1, 5.0  # seconds: first backoff, cap
@@ -148,23 +150,10 @@ def sequential(job: dict) -> dict:
     return tally.result(cut=len(tally.delivered) + sum(tally.failures.values()) < len(job["urls"]))
 
 
-def _thread_session():
-    import requests
-
-    local = threading.local()
-
-    def session():
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        return local.session
-
-    return session
-
-
 def threads32(job: dict) -> dict:
     """``THREADS`` threads, a ``requests.Session`` each, polite retries, decode in the thread."""
     tally, stop_at = _Tally(), time.monotonic() + job["time_cap"]
-    session = _thread_session()
+    session = common.thread_sessions()
     with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
         futures = [pool.submit(_one_in_thread, session, i, url, job, stop_at, tally) for i, url in enumerate(job["urls"])]
         for future in futures:
@@ -187,7 +176,7 @@ def tensorpack(job: dict) -> dict:
         raise Unavailable(f"tensorpack does not import: {type(exc).__name__}: {exc} "
                           "(pip install tensorpack==0.11)") from exc
     tally, stop_at = _Tally(), time.monotonic() + job["time_cap"]
-    session = _thread_session()
+    session = common.thread_sessions()
 
     def download(point):
         # strict mode forbids returning None: a failure travels as its reason
