@@ -17,13 +17,17 @@ from tfeed.testing.server import stop_process
 START_TIMEOUT = 10.0
 _TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
-_CONF = """\
+# the start of every config tfeed.testing writes (format fields: user, tmp)
+CONF_HEAD = """\
 daemon off;
 master_process on;
 worker_processes 1;
 {user}error_log {tmp}/error.log warn;
 pid {tmp}/nginx.pid;
 events {{ worker_connections 4096; }}
+"""
+
+_CONF = CONF_HEAD + """\
 http {{
     types {{
         image/jpeg jpg jpeg; image/png png; image/gif gif; image/bmp bmp;
@@ -70,7 +74,7 @@ def _tls_lines(tls):
     return f'        ssl_certificate "{certificate}";\n        ssl_certificate_key "{key}";\n'
 
 
-def _temp_paths(binary, tmp):
+def temp_paths(binary, tmp):
     """``*_temp_path`` lines for every module this nginx build has (a missing one is a config error)."""
     flags = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
     lines = []
@@ -122,7 +126,7 @@ class NginxServer:
         with open(conf, "w") as f:
             f.write(_CONF.format(
                 user="user root;\n" if os.geteuid() == 0 else "", tmp=self._tmp, host=self.host, port=port,
-                root=self.root, temp_paths=_temp_paths(binary, self._tmp), ssl=" ssl" if self.tls else "",
+                root=self.root, temp_paths=temp_paths(binary, self._tmp), ssl=" ssl" if self.tls else "",
                 tls=_tls_lines(self.tls)))
         self._proc = subprocess.Popen([binary, "-c", conf, "-p", self._tmp, "-e", os.path.join(self._tmp, "error.log")],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -15,15 +15,8 @@ from tfeed.testing.server import stop_process
 # the module that defines NginxServer, wherever it lives: its find_nginx() locates the binary
 _nginx = importlib.import_module(tfeed.testing.NginxServer.__module__)
 NginxUnavailable = tfeed.testing.NginxUnavailable
-_TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
-_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-{user}error_log {tmp}/error.log warn;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
+_CONF = _nginx.CONF_HEAD + """\
 http {{
     types {{ image/jpeg jpg jpeg; image/png png; image/gif gif; image/webp webp; image/bmp bmp; }}
     default_type application/octet-stream;
@@ -42,13 +35,6 @@ http {{
     }}
 }}
 """
-
-
-def _temp_paths(binary, tmp):
-    """``*_temp_path`` lines for every module this nginx build has (a missing one is a config error)."""
-    flags = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
-    return "\n".join(f"    {module}_temp_path {tmp}/{module}_temp;" for module in _TEMP_MODULES
-                     if f"--without-http_{module}_module" not in flags)
 
 
 def _make_tls(directory, host):
@@ -146,7 +132,7 @@ class NginxOrigin(Origin):
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(_CONF.format(
-                user="user root;\n" if os.geteuid() == 0 else "", tmp=tmp, temp_paths=_temp_paths(binary, tmp),
+                user="user root;\n" if os.geteuid() == 0 else "", tmp=tmp, temp_paths=_nginx.temp_paths(binary, tmp),
                 limits=limits, upstream=upstream, host=self.host, port=self.port,
                 listen_flags=(" ssl" if self.tls else "") + (" http2" if self.http2 else ""),
                 server_lines=server_lines, root=self.root, location=location))
