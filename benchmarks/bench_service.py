@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -58,35 +59,40 @@ def self_cpu() -> float:
 
 
 class SentBytes:
-    """TCP bytes sent from local ``ports`` while running (``ss -tin``, sampled; per connection the largest
-    count seen, minus what it had sent when sampling began)."""
+    """TCP bytes sent from local ``ports`` while running: per connection the largest
+    ``bytes_sent`` seen, minus what it had sent when measuring began.  Open
+    connections are sampled (``ss -tin``, every 0.1 s and at the end); a connection
+    closed in between is counted from ``ss -E`` (the kernel's report of each socket
+    as it is destroyed, with its final counters), so its last bytes are not lost."""
 
     def __init__(self, ports):
         self._ports = {str(p) for p in ports}
         self._first, self._last = {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._destroyed = tempfile.TemporaryFile(mode="w+")
 
-    def _sample(self):
-        out = subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout.split("\n")
-        for head, info in zip(out[::2], out[1::2]):
+    def _record(self, text: str, started: bool):
+        for head, info in _ss_entries(text):
             addresses = [field for field in head.split() if ":" in field]  # local, then peer
             if len(addresses) < 2 or addresses[0].rsplit(":", 1)[-1] not in self._ports:
                 continue
             sent = re.search(r"bytes_sent:(\d+)", info)
             if sent:
                 key = tuple(addresses[:2])
-                self._first.setdefault(key, int(sent.group(1)) if not self._started else 0)
+                self._first.setdefault(key, int(sent.group(1)) if not started else 0)
                 self._last[key] = max(self._last.get(key, 0), int(sent.group(1)))
+
+    def _sample(self, started: bool = True):
+        self._record(subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout, started)
 
     def _run(self):
         while not self._stop.wait(0.1):
             self._sample()
 
     def __enter__(self):
-        self._started = False
-        self._sample()
-        self._started = True
+        self._events = subprocess.Popen(["ss", "-E", "-tinH"], stdout=self._destroyed, stderr=subprocess.DEVNULL)
+        self._sample(started=False)
         self._thread.start()
         return self
 
@@ -94,10 +100,27 @@ class SentBytes:
         self._stop.set()
         self._thread.join()
         self._sample()
+        time.sleep(0.5)  # sockets closing now were still open at the last sample
+        self._events.terminate()
+        self._events.wait()
+        self._destroyed.seek(0)
+        self._record(self._destroyed.read(), started=True)
+        self._destroyed.close()
 
     @property
     def total(self) -> int:
         return sum(last - self._first.get(key, 0) for key, last in self._last.items())
+
+
+def _ss_entries(text: str):
+    """``(head, info)`` line pairs of ``ss -ti`` output (info lines are indented)."""
+    head = None
+    for line in text.split("\n"):
+        if line[:1].isspace() and head is not None:
+            yield head, line
+            head = None
+        elif line.strip():
+            head = line
 
 
 def timed(make, pids=(), ports=()):

@@ -32,9 +32,10 @@ from tfeed.service.staging import EpochStaging, StagingRoot, check_classes
 from tfeed.stats import Stats
 
 # Snappy on each element (tf.data service's "AUTO"): the uint8 pixels of web photos resized to
-# 224 px shrink by about 14%, so an image crosses in fewer bytes than its pixels (129,600-130,100
-# against 150,528 measured, URL and framing included; 150,590-150,940 uncompressed, in groups of 16
-# or 64), for about 0.2 ms of CPU per image on each side.  See docs/service.md.
+# 224 px shrink by about 14%, so an image crosses in fewer bytes than its pixels: 129,700-131,400
+# against 150,528 (URL, tag and framing included), 150,590-151,140 uncompressed in groups of 16 or
+# 64; about 0.24 ms of CPU per image to compress on the worker, 0.18 ms to uncompress on the
+# client (benchmarks/bench_service.py; docs/service.md).
 COMPRESSION = "AUTO"
 # Workers send groups of this many examples: one gRPC element and one Python step per group, not per image.
 TRANSFER_GROUP = 16
