@@ -1,6 +1,7 @@
 """Images/s of the local native pipeline vs tf.data service with 1, 2 and 4 workers; CPU and bytes per image.
 
     python benchmarks/bench_service.py [--images 400] [--size 224] [--workers 1 2 4] [--json out.json]
+        [--compression default none snappy] [--group 16 64]
 
 Everything on 127.0.0.1: an ImageServer subprocess (web-like 300-500 px
 photos, 0 ms latency), a dispatcher and workers started with ``tfeed service``.
@@ -10,29 +11,39 @@ two epochs.  CPU seconds per image come from ``/proc/<pid>/stat`` (workers)
 and ``os.times`` (this process); bytes per image worker -> trainer are the
 TCP bytes the workers' sockets sent during the epoch (``ss -ti``
 ``bytes_sent``, sampled every 0.1 s: gRPC framing included).  They feed
-``tfeed.service.projection``.  Keep runs short on shared machines.
+``tfeed.service.projection``.  ``--compression`` and ``--group`` measure
+other settings of ``tfeed.service.dataset.COMPRESSION`` (``none``, ``snappy``
+for ``"AUTO"``, ``forced`` for ``"SNAPPY"``; ``default``: the library's) and
+``TRANSFER_GROUP`` side by side, each service row once per combination (its
+key then names them).  Keep runs short on shared machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import tensorflow as tf
 
 import tfeed
+from tfeed.service import dataset as service_module
 from tfeed.config import FetchConfig
 from tfeed.images import decode_image, resize_image
 from tfeed.fetching.native import fetch_native_graph
 from tfeed.service.dataset import service_dataset
 from tfeed.testing import ImageServer, web_like_corpus
 from tfeed.testing.server import stop_process
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_service_workers, start_service  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -48,35 +59,40 @@ def self_cpu() -> float:
 
 
 class SentBytes:
-    """TCP bytes sent from local ``ports`` while running (``ss -tin``, sampled; per connection the largest
-    count seen, minus what it had sent when sampling began)."""
+    """TCP bytes sent from local ``ports`` while running: per connection the largest
+    ``bytes_sent`` seen, minus what it had sent when measuring began.  Open
+    connections are sampled (``ss -tin``, every 0.1 s and at the end); a connection
+    closed in between is counted from ``ss -E`` (the kernel's report of each socket
+    as it is destroyed, with its final counters), so its last bytes are not lost."""
 
     def __init__(self, ports):
         self._ports = {str(p) for p in ports}
         self._first, self._last = {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._destroyed = tempfile.TemporaryFile(mode="w+")
 
-    def _sample(self):
-        out = subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout.split("\n")
-        for head, info in zip(out[::2], out[1::2]):
+    def _record(self, text: str, started: bool):
+        for head, info in _ss_entries(text):
             addresses = [field for field in head.split() if ":" in field]  # local, then peer
             if len(addresses) < 2 or addresses[0].rsplit(":", 1)[-1] not in self._ports:
                 continue
             sent = re.search(r"bytes_sent:(\d+)", info)
             if sent:
                 key = tuple(addresses[:2])
-                self._first.setdefault(key, int(sent.group(1)) if not self._started else 0)
+                self._first.setdefault(key, int(sent.group(1)) if not started else 0)
                 self._last[key] = max(self._last.get(key, 0), int(sent.group(1)))
+
+    def _sample(self, started: bool = True):
+        self._record(subprocess.run(["ss", "-tinH"], capture_output=True, text=True).stdout, started)
 
     def _run(self):
         while not self._stop.wait(0.1):
             self._sample()
 
     def __enter__(self):
-        self._started = False
-        self._sample()
-        self._started = True
+        self._events = subprocess.Popen(["ss", "-E", "-tinH"], stdout=self._destroyed, stderr=subprocess.DEVNULL)
+        self._sample(started=False)
         self._thread.start()
         return self
 
@@ -84,10 +100,27 @@ class SentBytes:
         self._stop.set()
         self._thread.join()
         self._sample()
+        time.sleep(0.5)  # sockets closing now were still open at the last sample
+        self._events.terminate()
+        self._events.wait()
+        self._destroyed.seek(0)
+        self._record(self._destroyed.read(), started=True)
+        self._destroyed.close()
 
     @property
     def total(self) -> int:
         return sum(last - self._first.get(key, 0) for key, last in self._last.items())
+
+
+def _ss_entries(text: str):
+    """``(head, info)`` line pairs of ``ss -ti`` output (info lines are indented)."""
+    head = None
+    for line in text.split("\n"):
+        if line[:1].isspace() and head is not None:
+            yield head, line
+            head = None
+        elif line.strip():
+            head = line
 
 
 def timed(make, pids=(), ports=()):
@@ -106,10 +139,7 @@ def timed(make, pids=(), ports=()):
                 sent_bytes_per_image=sent.total / n if ports else None)
 
 
-def start(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "tfeed", "service", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    return proc, proc.stdout.readline().strip()
+COMPRESSIONS = {"default": service_module.COMPRESSION, "none": None, "snappy": "AUTO", "forced": "SNAPPY"}
 
 
 def main():
@@ -118,7 +148,11 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--json", default=None)
+    parser.add_argument("--compression", nargs="+", choices=sorted(COMPRESSIONS), default=["default"])
+    parser.add_argument("--group", type=int, nargs="+", default=[service_module.TRANSFER_GROUP],
+                        help="examples per element sent (default: the library's TRANSFER_GROUP)")
     args = parser.parse_args()
+    variants = list(itertools.product(args.compression, args.group))
     size = (args.size, args.size)
     corpus = web_like_corpus(args.images, seed=0)
     results = {"cores": os.cpu_count(), "images": args.images, "image_size": size,
@@ -145,22 +179,23 @@ def main():
             urls, labels=None, image_size=size, batch_size=32, seed=0, fetch_engine="native", fetch_config=config))
         procs = []
         try:
-            dispatcher, address = start("dispatcher")
+            dispatcher, address = start_service("dispatcher")
             procs.append(dispatcher)
             ports = []
             for n in args.workers:
-                while len(procs) - 1 < n:
-                    worker, worker_address = start("worker", "--dispatcher", address)
-                    os.sched_setaffinity(worker.pid, {(len(procs) - 1) % os.cpu_count()})
-                    procs.append(worker)
-                    ports.append(worker_address.rsplit(":", 1)[1])
-                results[f"service_{n}_workers"] = timed(
-                    lambda: service_dataset(urls, service=address, labels=None, image_size=size, batch_size=32,
-                                            seed=0, fetch_config=config),
-                    pids=[p.pid for p in procs[1:]], ports=ports)
+                ports += add_service_workers(address, procs, n, pin=True)
+                for compression, group in variants:
+                    service_module.COMPRESSION, service_module.TRANSFER_GROUP = COMPRESSIONS[compression], group
+                    key = f"service_{n}_workers" + (f"_{compression}_group{group}" if len(variants) > 1 else "")
+                    results[key] = timed(
+                        lambda: service_dataset(urls, service=address, labels=None, image_size=size, batch_size=32,
+                                                seed=0, fetch_config=config),
+                        pids=[p.pid for p in procs[1:]], ports=ports)
+                    results[key].update(compression=COMPRESSIONS[compression], group=group)
         finally:
             for proc in procs:
                 stop_process(proc)
+    results["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

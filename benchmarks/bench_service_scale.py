@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RssSampler, rss_mb  # noqa: E402
+from common import RssSampler, add_service_workers, rss_mb, start_service  # noqa: E402
 
 CLASSES = 1000
 
@@ -49,12 +48,6 @@ def write_list(path: str, base: str, count: int) -> float:
             handle.write("".join(f"{base}img{i % 60:03d}.jpg?n={i}\t{i % CLASSES}\n"
                                  for i in range(first, min(count, first + step))))
     return time.perf_counter() - start
-
-
-def start_service(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "tfeed", "service", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    return proc, proc.stdout.readline().strip()
 
 
 def measure(path: str, address: str, batches: int, graphs: list) -> dict:
@@ -142,7 +135,7 @@ def main():
         try:
             dispatcher, address = start_service("dispatcher")
             procs.append(dispatcher)
-            procs.append(start_service("worker", "--dispatcher", address)[0])
+            add_service_workers(address, procs, 1)
             results["small"] = measure(small, address, args.batches, graphs)
             results["large"] = measure(large, address, args.batches, graphs)
             results["staging"] = stage_whole_list(large, os.path.join(tmp, "staging"))

@@ -11,6 +11,8 @@ servers and workers stays light.  Pieces:
   the time from the last element to end-of-sequence;
 * workers: :func:`run_worker` runs one measurement in a fresh Python process
   (so peak RSS belongs to one candidate) and returns its JSON result;
+  :func:`start_service` and :func:`add_service_workers` start ``tfeed
+  service`` dispatchers and workers;
 * output: :func:`markdown_table`, :func:`write_json`, :func:`bar_chart`,
   :func:`heatmap` (matplotlib, Agg backend), :func:`machine_info`.
 """
@@ -210,6 +212,28 @@ def run_worker(argv: Sequence[str], job: dict, timeout: float, env: Optional[Dic
         with open(log_path, errors="replace") as handle:
             lines = [line for line in handle.read().splitlines() if not _is_tf_noise(line)]
         raise WorkerError(f"worker exited with {code}:\n" + "\n".join(lines[-25:]))
+
+
+def start_service(*args: str):
+    """``python -m tfeed service ARGS`` as a process; returns ``(process, address)``,
+    the address being the first line it prints (``grpc://host:port`` once it serves)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tfeed", "service", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def add_service_workers(dispatcher: str, procs: list, count: int, pin: bool = False) -> List[str]:
+    """Start ``tfeed service worker`` processes for ``dispatcher`` until ``procs``
+    (the dispatcher first, then its workers) holds ``count`` workers; the new
+    workers' ports.  ``pin``: worker ``k`` runs on core ``k % cores`` only."""
+    ports = []
+    while len(procs) - 1 < count:
+        worker, address = start_service("worker", "--dispatcher", dispatcher)
+        if pin:
+            os.sched_setaffinity(worker.pid, {(len(procs) - 1) % os.cpu_count()})
+        procs.append(worker)
+        ports.append(address.rsplit(":", 1)[1])
+    return ports
 
 
 def _is_tf_noise(line: str) -> bool:

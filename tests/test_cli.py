@@ -203,3 +203,23 @@ def test_deny_private_refuses_loopback_without_a_request(served, capsys):
     row = json.loads(captured.out)["stages"][0]
     assert row["images"] == 0 and row["failed"] == 8 and status == 1
     assert "failed (blocked_address)" in captured.err
+
+
+def test_file_root_reads_local_files_beneath_it_only(tmp_path, capsys):
+    images, _ = synthetic_shapes(3, size=32, seed=0)
+    write_images({f"{i}.png": encode(image, "png") for i, image in enumerate(images)}, tmp_path / "root")
+    (tmp_path / "outside.png").write_bytes(encode(images[0], "png"))
+    os.symlink(tmp_path / "outside.png", tmp_path / "root" / "link.png")
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{url}\n" for url in [
+        tmp_path / "root" / "0.png", f"file://{tmp_path}/root/1.png", f"file://{tmp_path}/root/%2e%2e/outside.png",
+        tmp_path / "root" / "link.png", tmp_path / "outside.png"]))
+    status = cli.main(["bench", str(urls), "-n", "5", "--size", "32", "--json", "--stages", "fetch",
+                       "--file-root", str(tmp_path / "root")])
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)["stages"][0]
+    assert row["images"] == 2 and row["failed"] == 3 and status == 1
+    assert "outside_file_root=3" in captured.err
+    assert cli.main(["bench", str(urls), "--file-root", str(tmp_path / "missing")]) == 2
+    assert cli.main(["bench", str(urls), "-n", "5", "--size", "32", "--json", "--stages", "fetch"]) == 1
+    assert json.loads(capsys.readouterr().out)["stages"][0]["failed"] == 5  # without it: no local files

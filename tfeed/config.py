@@ -72,6 +72,12 @@ class FetchConfig:
         multicast, ...) except loopback.  ``tfeed.contract.PRIVATE_NETWORKS``
         adds loopback; ``()`` allows every address.  Needs ``trust_env=False``
         (behind a proxy the target's address is the proxy's to resolve).
+    file_root: a directory that confines local files (``file://`` URLs and
+        plain paths; needs ``file`` in ``schemes``): a path is read only when
+        it resolves to a file beneath it, judged on where it leads (``..``,
+        percent-encoded dots, symlinks pointing out, absolute paths
+        elsewhere); others count as ``outside_file_root`` and are never
+        opened (:func:`tfeed.safefs.open_beneath`).  ``None``: any path.
     """
 
     max_in_flight: int = 256
@@ -97,6 +103,7 @@ class FetchConfig:
     max_requests_per_second_per_host: Optional[float] = None
     respect_opt_out: bool = True
     deny_networks: tuple = contract.DEFAULT_DENY_NETWORKS
+    file_root: Optional[str] = None
 
     def __post_init__(self):
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -126,6 +133,17 @@ class FetchConfig:
             if not os.path.isfile(self.ca_file):
                 raise ValueError(f"ca_file {self.ca_file!r} is not a file")
             object.__setattr__(self, "ca_file", os.path.abspath(self.ca_file))
+        if self.file_root is not None:
+            self._check_file_root(schemes)
+
+    def _check_file_root(self, schemes: tuple) -> None:
+        if "file" not in (s.lower() for s in schemes):
+            raise ValueError("file_root confines local files: add 'file' to schemes, e.g. "
+                             "schemes=('http', 'https', 'file')")
+        root = os.fspath(self.file_root)
+        if not os.path.isdir(root):
+            raise ValueError(f"file_root {root!r} is not a directory")
+        object.__setattr__(self, "file_root", os.path.abspath(root))
 
     def replace(self, **changes) -> "FetchConfig":
         """A copy with some fields changed (validated again)."""

@@ -7,8 +7,9 @@ library's build hash, so the two engines cannot drift apart.
 
 Contents: every failure reason; which HTTP statuses are retried and the
 backoff between attempts; the magic bytes that make a body an image; the
-cache entry format and the failures it remembers; the number of URLs per
-fetch call; the per-host limiter's constants; the opt-out directives.
+cache entry format and the failures it remembers; the symbolic links one
+local path may follow under ``file_root``; the number of URLs per fetch call;
+the per-host limiter's constants; the opt-out directives.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tfeed import errors
 REASONS = (errors.TIMEOUT, errors.CONNECTION, errors.DNS, errors.TOO_LARGE, errors.TRUNCATED,
            errors.TOO_MANY_REDIRECTS, errors.NOT_IMAGE, errors.UNSUPPORTED_FORMAT, errors.DECODE_ERROR,
            errors.INVALID_URL, errors.INVALID_LABEL, errors.READ_ERROR, errors.HTTP_5XX, errors.TLS,
-           errors.RATE_LIMITED, errors.OPTED_OUT, errors.BLOCKED_ADDRESS)
+           errors.RATE_LIMITED, errors.OPTED_OUT, errors.BLOCKED_ADDRESS, errors.OUTSIDE_FILE_ROOT)
 
 # -- retries ---------------------------------------------------------------------
 # A final status >= 500, or one of these, is retried (with backoff); other 4xx are not.
@@ -106,6 +107,10 @@ PRIVATE_NETWORKS = (
 # The default: every non-global range except loopback (this machine, where tests and
 # local image servers run).  deny_networks=PRIVATE_NETWORKS adds loopback; () allows all.
 DEFAULT_DENY_NETWORKS = tuple(n for n in PRIVATE_NETWORKS if n not in LOOPBACK_NETWORKS)
+
+# -- local files under FetchConfig.file_root (tfeed.safefs.open_beneath; the native op's file_root.cc) ---
+# Symbolic links followed while resolving one path, at most (Linux's own limit, MAXSYMLINKS).
+MAX_SYMLINKS = 40
 
 # -- calls -----------------------------------------------------------------------------
 GROUP_SIZE = 32  # URLs per fetch call (a group of the URL generator)

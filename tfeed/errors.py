@@ -28,6 +28,7 @@ HTTP_5XX = "http_5xx"
 RATE_LIMITED = "rate_limited"  # the host answered only 429/503/refusals for longer than host_patience
 OPTED_OUT = "opted_out"  # FetchConfig.respect_opt_out: the response carried X-Robots-Tag: noai / noimageai
 BLOCKED_ADDRESS = "blocked_address"  # the address is in FetchConfig.deny_networks: never requested, never retried
+OUTSIDE_FILE_ROOT = "outside_file_root"  # a local path resolving outside FetchConfig.file_root: never opened
 TLS = "tls"  # the server's certificate is not trusted (not retried) or the TLS handshake failed
 
 

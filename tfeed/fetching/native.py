@@ -277,7 +277,7 @@ def fetch_kwargs(config: FetchConfig, pass_transcodable: bool = False, cache: Op
                 adaptive=config.adaptive, host_patience=config.host_patience,
                 max_requests_per_second_per_host=config.max_requests_per_second_per_host or 0.0,
                 respect_opt_out=config.respect_opt_out,
-                deny_networks=list(config.deny_networks))
+                deny_networks=list(config.deny_networks), file_root=config.file_root or "")
 
 
 def _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable, cache=None):

@@ -248,6 +248,9 @@ def _calls() -> str:
     return f"""\
 // -- calls
 inline constexpr int kGroupSize = {int(contract.GROUP_SIZE)};  // URLs per fetch call
+
+// -- local files under file_root: symbolic links followed per path, at most
+inline constexpr int kMaxSymlinks = {int(contract.MAX_SYMLINKS)};
 """
 
 

@@ -46,6 +46,9 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--deny-private", action="store_true",
                        help="also refuse loopback addresses (by default every private, link-local and cloud "
                             "metadata address is refused, loopback allowed); see docs/security.md")
+    group.add_argument("--file-root", default=None, metavar="DIR",
+                       help="also read local files (file:// URLs and paths in the lists), but only those that "
+                            "resolve beneath DIR; others fail as outside_file_root (default: no local files)")
 
 
 def fetch_config(args: argparse.Namespace, **overrides):
@@ -56,6 +59,11 @@ def fetch_config(args: argparse.Namespace, **overrides):
     changes = {"max_in_flight": args.max_in_flight, "deadline": args.timeout, "retries": args.retries,
                "ca_file": args.ca_file, "verify_tls": False if args.insecure else None,
                "deny_networks": contract.PRIVATE_NETWORKS if getattr(args, "deny_private", False) else None}
+    file_root = getattr(args, "file_root", None)
+    if file_root is not None:
+        if not os.path.isdir(file_root):
+            raise UsageError(f"--file-root {file_root}: not a directory")
+        changes.update(schemes=("http", "https", "file"), file_root=file_root)
     changes.update(overrides)
     return FetchConfig(**{key: value for key, value in changes.items() if value is not None})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import os
 import random
 import socket
 import time
@@ -215,15 +216,25 @@ async def _read_body(response: aiohttp.ClientResponse, config: FetchConfig, on_b
 
 
 async def _read_local(url: str, config: FetchConfig) -> Outcome:
-    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
+    # bytes, as the native op sees them: a percent-encoded byte that is not UTF-8 stays that byte
+    path = urllib.parse.unquote_to_bytes(urllib.parse.urlsplit(url).path) if url.startswith("file:") else os.fsencode(url)
     return await asyncio.get_running_loop().run_in_executor(None, _read_regular_file, url, path, config)
 
 
-def _read_regular_file(url: str, path: str, config: FetchConfig) -> Outcome:
+def _read_regular_file(url: str, path: bytes, config: FetchConfig) -> Outcome:
     """A local file: only a regular file (a FIFO or device is a read_error, its
-    open never blocks), at most ``max_bytes`` (else too_large)."""
+    open never blocks), at most ``max_bytes`` (else too_large), and with
+    ``config.file_root`` only one that resolves beneath it (else
+    outside_file_root, never opened; see :func:`tfeed.safefs.open_beneath`)."""
+    if b"\0" in path:  # percent-encoded: open() would stop at it and read another file
+        return Outcome(failure=errors.Failure(url, errors.INVALID_URL, "NUL byte in the file path"))
     try:
-        body = safefs.read_regular(path, config.max_bytes, follow=True)
+        if config.file_root is not None:
+            body = safefs.read_beneath(config.file_root, path, config.max_bytes)
+        else:
+            body = safefs.read_regular(path, config.max_bytes, follow=True)
+    except safefs.OutsideRoot as exc:
+        return Outcome(failure=errors.Failure(url, errors.OUTSIDE_FILE_ROOT, str(exc)))
     except OSError as exc:
         return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
     if body is None:

@@ -78,6 +78,7 @@ absl::Status ReadOptions(OpKernelConstruction* ctx, Options* opt) {
   TF_RETURN_IF_ERROR(ctx->GetAttr("ca_file", &opt->ca_file));
   TF_RETURN_IF_ERROR(ctx->GetAttr("adaptive", &opt->adaptive));
   TF_RETURN_IF_ERROR(ctx->GetAttr("respect_opt_out", &opt->respect_opt_out));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("file_root", &opt->file_root));
   std::vector<std::string> deny;
   TF_RETURN_IF_ERROR(ctx->GetAttr("deny_networks", &deny));
   std::string error;

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "contract.h"
+#include "file_root.h"
 #include "sniff.h"
 
 namespace tfeed {
@@ -60,14 +61,42 @@ size_t ReadUpTo(int fd, char* out, size_t size) {
   return got;
 }
 
+// Opens the file of `path` (under opt.file_root when set) for ReadLocal; -1 with *v set on failure.
+int OpenLocal(const std::string& path, const Options& opt, Verdict* v) {
+  if (path.find('\0') != std::string::npos) {  // percent-encoded: open() would stop there, at another file
+    v->reason = c::kInvalidUrl;
+    v->detail = "NUL byte in the file path";
+    return -1;
+  }
+  if (opt.file_root.empty()) {
+    int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO's open never blocks
+    if (fd < 0) {
+      v->reason = c::kReadError;
+      v->detail = path + ": " + std::strerror(errno);
+    }
+    return fd;
+  }
+  BeneathError error;
+  std::string detail;
+  int fd = OpenBeneath(opt.file_root, path, &error, &detail);
+  if (fd < 0) {
+    const bool outside = error == BeneathError::kOutside;
+    v->reason = outside ? c::kOutsideFileRoot : c::kReadError;
+    v->detail = outside ? path + " is outside file_root " + opt.file_root : path + ": " + detail;
+  }
+  return fd;
+}
+
 Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstring* body) {
   Verdict v;
   std::string path = LocalPath(url);
-  int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO's open never blocks
+  int fd = OpenLocal(path, opt, &v);
+  if (fd < 0) return v;
   struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // FIFOs, devices, directories: read_error
-    int err = fd < 0 ? errno : (S_ISREG(st.st_mode) ? errno : EISDIR);
-    if (fd >= 0) close(fd);
+  const bool stated = fstat(fd, &st) == 0;
+  if (!stated || !S_ISREG(st.st_mode)) {  // FIFOs, devices, directories: read_error
+    int err = stated ? EISDIR : errno;
+    close(fd);
     v.reason = c::kReadError;
     v.detail = path + ": " + std::strerror(err);
     return v;

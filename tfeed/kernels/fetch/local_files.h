@@ -23,7 +23,9 @@ std::string LocalPath(const std::string& url);
 size_t ReadUpTo(int fd, char* out, size_t size);
 
 // Reads a local file on the calling thread (a tf.data thread, not the loop)
-// into *body, and checks that it is an image.
+// into *body, and checks that it is an image.  Only a regular file, at most
+// max_bytes; with opt.file_root only one beneath it (else outside_file_root,
+// never opened: file_root.h); a NUL byte in the decoded path is invalid_url.
 Verdict ReadLocal(const std::string& url, const Options& opt, tensorflow::tstring* body);
 
 }  // namespace fetch

@@ -43,7 +43,8 @@ absl::Status OutputsShapedLikeUrls(tensorflow::shape_inference::InferenceContext
     .Attr("host_patience: float = 300.0") \
     .Attr("max_requests_per_second_per_host: float = 0.0") \
     .Attr("respect_opt_out: bool = true") \
-    .Attr("deny_networks: list(string) = []")
+    .Attr("deny_networks: list(string) = []") \
+    .Attr("file_root: string = ''")
 
 REGISTER_OP("TfeedFetch")
     .Input("urls: string")
@@ -61,7 +62,8 @@ bodies: the image bytes, "" where the URL failed.
 reasons: "" for success, else a tfeed failure reason (timeout, connection, dns,
   too_large (body over max_bytes, or header over max_pixels), truncated,
   too_many_redirects, not_image, unsupported_format, decode_error,
-  invalid_url, read_error, tls, http_<code> for 4xx, http_5xx).
+  invalid_url, read_error, tls, rate_limited, opted_out, blocked_address,
+  outside_file_root, http_<code> for 4xx, http_5xx).
 attempts: tries made (1 = no retry; 0 = none: the URL was invalid, or it was
   answered from cache_dir -- a body, or a remembered permanent failure).
 details: for a failure, a human explanation; for a success, "" or, with
@@ -78,6 +80,8 @@ ca_file: PEM file of the CAs trusted for https ("" for the system's);
 deny_networks: CIDR networks never connected to (DNS answers, literal IPs,
   redirects and reused connections are all checked): such a URL fails
   blocked_address, without retries.
+file_root: "" or a directory: local files (file:// URLs, plain paths) are
+  read only when they resolve beneath it, else outside_file_root (never opened).
 )doc");
 
 REGISTER_OP("TfeedFetchPooled")

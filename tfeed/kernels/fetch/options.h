@@ -35,6 +35,7 @@ struct Options {
   double max_rps_per_host = 0;  // a fixed pace per host; 0: none
   bool respect_opt_out = true;  // X-Robots-Tag: noai / noimageai -> opted_out
   std::vector<DeniedNetwork> deny_networks;  // never connected to (address_policy.h)
+  std::string file_root;  // "": local files anywhere; else only beneath it (file_root.h)
 };
 
 }  // namespace fetch
