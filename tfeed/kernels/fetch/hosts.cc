@@ -29,9 +29,12 @@ std::string HostKey(const std::string& url) {
 // Datasets that shape a host's limiter differently (caps, patience, pace) keep
 // separate states for it; alike ones share it, as they share the origin.
 static std::string LimiterShape(const Options& opt) {
-  return std::to_string(opt.connections_per_host) + ' ' + std::to_string(opt.max_in_flight) + ' ' +
-         std::to_string(opt.adaptive) + ' ' + std::to_string(opt.host_patience) + ' ' +
-         std::to_string(opt.backoff) + ' ' + std::to_string(opt.max_backoff) + ' ' + std::to_string(opt.max_rps_per_host);
+  std::string shape;
+  for (double value : {static_cast<double>(opt.connections_per_host), static_cast<double>(opt.max_in_flight),
+                       opt.adaptive ? 1.0 : 0.0, opt.host_patience, opt.backoff, opt.max_backoff, opt.max_rps_per_host}) {
+    shape += std::to_string(value) + ' ';
+  }
+  return shape;
 }
 
 Host* HostTable::Find(const std::string& url, const Options& opt, double now) {
