@@ -243,16 +243,17 @@ def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, grou
     """Like :func:`fetch_native`, in graph ops only (no ``py_function``).
 
     Output elements: ``(body, label, url, reason)``, one per input URL:
-    ``reason`` is ``b""`` for an image, else the failure reason (``body`` is
-    then ``b""``).  Nothing is counted or dropped here: count and filter
-    ``reason`` downstream.  Formats that need transcoding (TIFF, JPEG 2000,
-    PNM) count as ``decode_error``, as transcoding needs Python.
+    ``reason`` is ``b""`` for an image, else the failure reason, a tab and
+    its detail (``body`` is then ``b""``).  Nothing is counted or dropped
+    here: count and filter ``reason`` downstream.  Formats that need
+    transcoding (AVIF, animated WebP, TIFF, ICO, JPEG 2000, PNM) count as
+    ``unsupported_format``, as transcoding needs Python.
     """
     fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False)
 
     def keep_reason(bodies, labels, urls, reasons, attempts, details):
-        del attempts, details
-        return bodies, labels, urls, reasons
+        del attempts
+        return bodies, labels, urls, tf.where(tf.equal(reasons, ""), reasons, tf.strings.join([reasons, details], "\t"))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         groups = _grouped(dataset, group_size)
