@@ -1,7 +1,7 @@
 """Decoding today's web: full-decode and scaled-decode ceilings next to tfeed from URLs, in one run.
 
-    python benchmarks/bench_decode.py [--images 100] [--imagenet-images 800] [--size 224] [--passes 2]
-                                      [--rounds 2] [--corpora modern,imagenet] [--baseline-tree DIR]
+    python benchmarks/bench_decode.py [--images 320] [--imagenet-images 800] [--size 224] [--passes 2]
+                                      [--rounds 3] [--corpora modern,imagenet] [--baseline-tree DIR]
 
 Two corpora, generated once into ``benchmarks/results/`` (git-ignored):
 
@@ -125,25 +125,30 @@ def tfeed_from_urls(root: str, size: int):
     return dataset, server
 
 
-def images_per_s(dataset, passes: int) -> tuple:
-    """``(images/s, CPU ms per image)`` over ``passes`` epochs after a warm-up
-    epoch; CPU is this process's (all threads; a server in its own process is
-    not counted), which a shared machine's load disturbs less than time."""
-    count, start, cpu = 0, None, None
-    for epoch in range(passes + 1):  # the first pass warms up (and fills caches)
-        if epoch == 1:
-            count, start, cpu = 0, time.perf_counter(), sum(os.times()[:2])
-        for batch in dataset:
-            count += int(batch.shape[0])
+def images_per_s(dataset, passes: int, images: int) -> tuple:
+    """``(images/s, CPU ms per image)`` over ``passes`` epochs of ``images``.
+
+    One iterator over ``dataset.repeat()``: its creation (op loading, thread
+    pools, the server's first connections) and a whole warm-up epoch run
+    before the clock starts, alike for every row.  CPU is this process's (all
+    threads; a server in its own process is not counted), which a shared
+    machine's load disturbs less than time."""
+    per_epoch = -(-images // 32)
+    batches = iter(dataset.repeat())
+    for _ in range(per_epoch):  # warm-up epoch (fills caches, reaches steady state)
+        next(batches)
+    count, start, cpu = 0, time.perf_counter(), sum(os.times()[:2])
+    for _ in range(per_epoch * passes):
+        count += int(next(batches).shape[0])
     return count / (time.perf_counter() - start), (sum(os.times()[:2]) - cpu) / count * 1000
 
 
 def run_row(row: str, root: str, size: int, passes: int) -> tuple:
     if row in ("full", "scaled"):
-        return images_per_s(ceiling(read_corpus(root), size, row == "scaled"), passes)
+        return images_per_s(ceiling(read_corpus(root), size, row == "scaled"), passes, len(os.listdir(root)))
     dataset, server = tfeed_from_urls(root, size)
     try:
-        return images_per_s(dataset, passes)
+        return images_per_s(dataset, passes, len(os.listdir(root)))
     finally:
         server.__exit__(None, None, None)
 
@@ -216,13 +221,13 @@ def header_overhead(bodies, size: int, repeats: int = 3) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=100, help="modern-web images (1-12 MP)")
+    parser.add_argument("--images", type=int, default=320, help="modern-web images (1-12 MP)")
     parser.add_argument("--imagenet-images", type=int, default=800,
                         help="ImageNet-sized images (enough that an epoch's start-up is a small part)")
     parser.add_argument("--corpora", default="modern,imagenet")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; each row's best is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each row's best is reported")
     parser.add_argument("--baseline-tree", help="a source tree to run the tfeed row from as well")
     parser.add_argument("--row"), parser.add_argument("--root")
     args = parser.parse_args()
@@ -242,8 +247,10 @@ def main() -> int:
         rows.update({f"{name} cpu ms/image": min(cpu for _, cpu in runs) for name, runs in measured.items()})
         for ceiling_name in ("full", "scaled"):
             rows[f"tfeed/{ceiling_name}"] = rows["tfeed images/s"] / rows[f"{ceiling_name} images/s"]
-        report[kind] = dict(rows, runs=measured)
-        print(kind, " ".join(f"{name}={value:.2f}" for name, value in rows.items()), flush=True)
+        load = open("/proc/loadavg").read().split()[:3]
+        report[kind] = dict(rows, runs=measured, loadavg=load)
+        print(kind, f"rounds={args.rounds} passes={args.passes} loadavg={'/'.join(load)}",
+              " ".join(f"{name}={value:.2f}" for name, value in rows.items()), flush=True)
     bodies = read_corpus(corpus_dir("modern", args.images))
     report["args"] = vars(args)
     report["quality"] = quality(bodies, args.size)

@@ -198,3 +198,80 @@ def test_header_op_reads_what_pillow_reads(core_ops, bodies):
             assert animated == int(getattr(image, "is_animated", False) and image.format == "WEBP"), name
         checked += 1
     assert checked == 15
+
+
+def test_transcoded_formats_shrink_only_while_they_cover_the_target():
+    """An AVIF (OpenCV, into BMP) comes out at the smallest 1/2, 1/4, 1/8 that still covers the target."""
+    from tfeed.fetching import sniff
+
+    big = np.repeat(np.repeat(PICTURE, 10, 0), 10, 1)  # 480 x 800
+    body = web.avif(big, quality=90)
+    for cover, expected in ((None, (480, 800)), ((24, 40), (60, 100)), ((100, 100), (120, 200)),
+                            ((241, 10), (480, 800)), ((240, 400), (240, 400))):
+        out = sniff.transcode_to_png(body, cover)
+        assert out[:2] == b"BM"
+        assert tuple(tf.io.decode_bmp(out).shape[:2]) == expected, cover
+
+
+def test_alpha_composite_on_the_taps_equals_compositing_at_full_size():
+    rng = np.random.default_rng(3)
+    background = (10, 200, 90)
+    for (height, width), target, crop in (((37, 53), (24, 40), False), ((600, 451), (224, 224), False),
+                                          ((600, 451), (100, 160), True), ((5, 3), (7, 2), False)):
+        rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        got = tfeed.upright.composite_bilinear(tf.io.encode_png(rgba), tf.constant(target), background, crop)
+        pixels, alpha = rgba[..., :3].astype(np.float32), rgba[..., 3:] / np.float32(255)
+        full = pixels * alpha + np.float32(background) * (1 - alpha)
+        if crop:
+            full = tfeed.images.center_crop_to_aspect(full, target[1] / target[0])
+        np.testing.assert_allclose(got.numpy(), tf.image.resize(full, target).numpy(), atol=1e-3)
+
+
+def corrupt_jpegs():
+    """``(extraneous, truncated)``: a JPEG with 3 stray bytes before its SOS marker (decodes,
+    with libjpeg's "Corrupt JPEG data" warning) and one cut off mid-scan (fails)."""
+    good = encode(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8), "jpeg")
+    sos = good.index(b"\xff\xda")
+    return good[:sos] + b"\x00\x01\x02" + good[sos:], good[:len(good) * 2 // 3]
+
+
+def test_a_corrupt_jpeg_is_decoded_and_reported_once(capfd):
+    """libjpeg's own message (TensorFlow's decoder prints it) appears once per
+    body: the JPEG-only attempt's failure does not send the body to the
+    general decode again.  Captured at the file-descriptor level."""
+    extraneous, truncated = corrupt_jpegs()
+    rows = {"extraneous.jpg": extraneous, "truncated.jpg": truncated, "good.png": encode(PICTURE, "png")}
+    with ImageServer(rows) as srv:
+        capfd.readouterr()
+        ds = tfeed.image_dataset_from_urls([(srv.url(n), i) for i, n in enumerate(rows)], image_size=SIZE,
+                                           batch_size=None, shuffle=False, fetch_engine="native")
+        assert sorted(int(label) for _, label in ds) == [0, 2]
+        assert ds.stats.snapshot()["failures"] == {"decode_error": 1}
+    err = capfd.readouterr().err
+    assert err.count("Premature end of JPEG data") == 1, err
+    assert err.count("extraneous bytes before marker") <= 1, err
+    assert "tfeed" not in err.lower(), err
+
+
+def test_every_orientation_is_upright_without_the_core_kernels(bodies, core_ops):
+    """Graph ops only (tfeed.exif reads the tag): resized and full decodes
+    upright, and the tag read as the header op reads it, for other bodies too."""
+    from tfeed import exif
+
+    graph_only = tfeed.DecodeOptions(load_ops=False)
+    assert graph_only.kernels() is None
+    for orientation in web.ORIENTATIONS:
+        body = tf.constant(bodies[f"o{orientation}.jpg"])
+        assert int(tfeed.upright.read_header(body, graph_only)[3]) == orientation
+        assert_upright(tfeed.decode_resized(body, SIZE, options=graph_only).numpy())
+        full = tfeed.decode_full(body, graph_only).numpy()
+        assert full.shape == (HEIGHT, WIDTH, 3)
+        assert_upright(tf.image.resize(full, SIZE).numpy())
+    little_endian = bodies["o6.jpg"].replace(b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0",
+                                             b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0")
+    assert little_endian != bodies["o6.jpg"]  # Pillow writes Motorola order; this one Intel's
+    others = [little_endian, b"", b"\xff\xd8", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM", encode(PICTURE, "jpeg")]
+    for body in others + [b for n, b in bodies.items() if not n.startswith("o")]:
+        expected = int(core_ops.tfeed_image_header(body)[3]) if body else 1
+        assert int(exif.jpeg_orientation(tf.constant(body))) == expected, body[:24]
+    assert int(exif.jpeg_orientation(tf.constant(little_endian))) == 6

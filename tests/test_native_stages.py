@@ -46,7 +46,9 @@ def test_tiff_is_transcoded_by_the_stage_and_refused_in_graph_mode(ops, tiff_ser
     assert snapshot["failures"] == {"decode_error": 1, "http_404": 1} and snapshot["fetched"] == 3
     assert snapshot["bytes"] == 2 * len(files["b.jpg"]) + len(kept[1][0])
     graph = list(ds.apply(fetch_native_graph(FAST, deterministic=True)))
-    assert [r.numpy() for *_, r in graph] == [b"", b"decode_error", b"http_404", b"decode_error", b""]
+    reasons = [r.numpy().decode().partition("\t") for *_, r in graph]  # "<reason>\t<detail>"
+    assert [reason for reason, _, _ in reasons] == ["", "unsupported_format", "http_404", "unsupported_format", ""]
+    assert reasons[1][2].startswith("tiff needs transcoding") and "service workers" in reasons[1][2]
 
 
 def test_stage_refuses_schemes_the_op_cannot_read(ops):
@@ -110,12 +112,13 @@ def test_graph_stage_has_no_python_and_keeps_failures(ops, server, jpg, small_im
     ds = tf.data.Dataset.from_tensor_slices((urls, [0, 1])).apply(fetch_native_graph(FAST, deterministic=True))
     graph = ds._as_serialized_graph().numpy()
     assert b"PyFunc" not in graph
-    out = [(b.numpy(), int(l), u.numpy().decode(), r.numpy()) for b, l, u, r in ds]
+    out = [(b.numpy(), int(l), u.numpy().decode(), r.numpy().split(b"\t")[0]) for b, l, u, r in ds]
     assert out == [(small_images[jpg], 0, urls[0], b""), (b"", 1, urls[1], b"http_404")]
     pooled = tf.data.Dataset.from_tensor_slices((urls, [0, 1])).apply(fetch_native_graph(FAST))
     pooled_graph = pooled._as_serialized_graph().numpy()
     assert b"PyFunc" not in pooled_graph and b"TfeedFetchPooled" in pooled_graph
-    assert sorted((b.numpy(), int(l), u.numpy().decode(), r.numpy()) for b, l, u, r in pooled) == sorted(out)
+    assert sorted((b.numpy(), int(l), u.numpy().decode(), r.numpy().split(b"\t")[0])
+                  for b, l, u, r in pooled) == sorted(out)
 
 
 def test_graph_stage_runs_on_a_tf_data_service_worker(ops, server, jpg, small_images):
@@ -126,7 +129,8 @@ def test_graph_stage_runs_on_a_tf_data_service_worker(ops, server, jpg, small_im
     urls = [server.url(jpg, i=i) for i in range(40)] + [server.url(jpg, status=404)]
     ds = tf.data.Dataset.from_tensor_slices((urls, tf.range(41, dtype=tf.int64))).apply(fetch_native_graph(FAST))
     ds = ds.apply(tf.data.experimental.service.distribute("distributed_epoch", dispatcher.target))
-    out = sorted((int(label), reason.numpy(), body.numpy() == small_images[jpg]) for body, label, _, reason in ds)
+    out = sorted((int(label), reason.numpy().split(b"\t")[0], body.numpy() == small_images[jpg])
+                 for body, label, _, reason in ds)
     assert out == [(i, b"", True) for i in range(40)] + [(40, b"http_404", False)]
     worker.stop()
     dispatcher.stop()

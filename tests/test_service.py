@@ -173,6 +173,30 @@ def test_failure_counts_match_a_local_run(cluster, server):
     np.testing.assert_array_equal(sent_images[5], remote_images[5])
 
 
+def test_formats_that_need_transcoding_are_counted_with_a_reason_on_workers(cluster):
+    """Workers run graph ops only, so AVIF, animated WebP, TIFF and ICO (which
+    a local pipeline transcodes with OpenCV in Python) cannot be decoded there:
+    each is counted ``unsupported_format``, named as such, and the epoch goes on."""
+    from tfeed.testing import web_images as web
+
+    picture = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    files = {"a.avif": web.avif(picture), "b.webp": web.animated_webp([picture, picture[::-1]]),
+             "c.tiff": encode(picture, "tiff"), "d.ico": web.ico(picture, sizes=[(48, 40)]),
+             "e.jpg": encode(picture, "jpeg"), "f.webp": encode(picture, "webp")}
+    with ImageServer(files, process=True) as srv:
+        names = sorted(files)
+        ds = tfeed.image_dataset_from_urls([(srv.url(n), i) for i, n in enumerate(names)], service=cluster.address,
+                                           image_size=(16, 16), batch_size=4, seed=3,
+                                           fetch_config=FetchConfig(retries=0))
+        assert sorted(_labels(ds)) == [4, 5]
+        assert ds.stats.snapshot()["failures"] == {"unsupported_format": 4}
+        details = {f.url.rsplit("/", 1)[-1]: f.detail for f in ds.stats.failed_urls(10)}
+    assert sorted(details) == ["a.avif", "b.webp", "c.tiff", "d.ico"]
+    for name, detail in details.items():
+        assert "tf.data service workers" in detail and "transcod" in detail, (name, detail)
+    assert details["a.avif"].startswith("avif") and details["b.webp"].startswith("webp (animated)")
+
+
 def test_parallel_epochs_gives_each_url_once_per_worker(cluster, server):
     pairs = _pairs(server, good=12)[:12]
     ds = tfeed.image_dataset_from_urls(pairs, service=cluster.address, processing_mode="parallel_epochs",

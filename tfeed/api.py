@@ -192,10 +192,13 @@ def local_dataset(plan: Plan, selection: Selection, core=None) -> tf.data.Datase
     resume = plan.resume_from if selection.subset != "validation" else None
     generator = UrlGenerator(plan.factory, selection, plan.label_index, stats, shuffle=plan.shuffle, seed=plan.seed,
                              shuffle_buffer_size=plan.shuffle_buffer_size, resume_from=resume)
-    fetch_stage = choose_fetch_stage(plan.fetch_engine, plan.fetch_config, stats, plan.seed, plan.cache,
-                                     on_error=plan.on_error, deterministic=plan.deterministic)
     options = dataclasses.replace(plan.decode_options, ops=core, load_ops=False)
     augmentation = plan.augment.with_ops(core, options)
+    # Transcoded formats shrink to cover the output, unless a recipe crops while decoding.
+    cover = tuple(plan.image_size) if augmentation.decode_hooks is None else None
+    fetch_stage = choose_fetch_stage(plan.fetch_engine, plan.fetch_config, stats, plan.seed, plan.cache,
+                                     on_error=plan.on_error, deterministic=plan.deterministic,
+                                     transcode_cover=cover)
     if plan.progress:
         ProgressBar(stats, desc=selection.subset or "tfeed")
     dataset = (url_dataset(generator)

@@ -81,6 +81,10 @@ HEADER_FORMATS = ("unknown", "jpeg", "png", "gif", "bmp", "webp", "tiff", "avif"
 DEFAULT_MAX_PIXELS = 90_000_000
 # The bytes the parser reads from the front of an ISO-BMFF (AVIF/HEIC) body for its sizes.
 BMFF_HEADER_WINDOW = 1 << 16
+# The message with which tfeed_image_header(require_format=...) refuses a body of another format:
+# the decode stage's JPEG-only attempt falls back to the general decode on this error only, so a
+# JPEG that fails to decode is not decoded (and reported by libjpeg) a second time.
+FORMAT_REFUSAL = "tfeed: not the required image format"
 
 # -- the disk cache --------------------------------------------------------------------
 # A body entry is CACHE_MAGIC | length (u64 LE) | crc32 (u32 LE) | body.

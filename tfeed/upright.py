@@ -7,7 +7,8 @@ load), so it runs in tf.data's C++ threads and on service workers.
 * Header: ``tfeed_image_header`` (kernels/shared/image_header.cc) reads the
   format, the stored size and the JPEG EXIF orientation in well under a
   microsecond.  Without the core kernels a JPEG's size comes from
-  ``tf.image.extract_jpeg_shape`` and its orientation is not read.
+  ``tf.image.extract_jpeg_shape`` and its orientation from
+  :func:`tfeed.exif.jpeg_orientation` (graph ops, ~1 ms per JPEG with EXIF).
 * JPEG: decoded by libjpeg-turbo in the DCT domain at 1/2, 1/4 or 1/8 scale
   (``decode_jpeg(ratio=...)``), the largest reduction whose output still
   covers the target size.  Measured on one core, 1600x1200 photos to
@@ -31,6 +32,7 @@ from typing import Any, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from tfeed import contract
+from tfeed.exif import jpeg_orientation
 from tfeed.images import center_crop_to_aspect
 
 FORMAT = {name: code for code, name in enumerate(contract.HEADER_FORMATS)}
@@ -88,8 +90,9 @@ def read_header(body: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS, jpeg_
     ``jpeg_only``: fail (InvalidArgument) for other formats, before any
     decoder sees them (libjpeg would print "Not a JPEG file").
 
-    Without the core kernels: format JPEG or unknown, sizes 0, orientation 1,
-    alpha 1 for PNG and WebP (which are then decoded with 4 channels)."""
+    Without the core kernels: format JPEG or unknown, sizes 0, a JPEG's
+    orientation from :func:`tfeed.exif.jpeg_orientation` (else 1), alpha 1
+    for PNG and WebP (which are then decoded with 4 channels)."""
     ops = options.kernels()
     if ops is not None:
         return ops.tfeed_image_header(body, require_format=FORMAT["jpeg"] if jpeg_only else 0)
@@ -98,8 +101,10 @@ def read_header(body: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS, jpeg_
         return require_jpeg(header, header)
     magic = tf.strings.substr(body, 0, 4)
     alpha = tf.logical_or(tf.equal(magic, b"\x89PNG"), tf.equal(magic, b"RIFF"))
-    code = tf.where(tf.io.is_jpeg(body), tf.constant(FORMAT["jpeg"], tf.int64), 0)
-    return tf.stack([code, 0, 0, 1, tf.cast(alpha, tf.int64), 0])
+    jpeg = tf.io.is_jpeg(body)
+    code = tf.where(jpeg, tf.constant(FORMAT["jpeg"], tf.int64), 0)
+    orientation = tf.cond(jpeg, lambda: jpeg_orientation(body), lambda: tf.constant(1, tf.int64))
+    return tf.stack([code, 0, 0, orientation, tf.cast(alpha, tf.int64), 0])
 
 
 def jpeg_size(body: tf.Tensor, header: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS) -> tf.Tensor:
@@ -285,7 +290,7 @@ def resize_to(image: tf.Tensor, target: tf.Tensor, interpolation: str, crop_to_a
 def require_jpeg(body: tf.Tensor, header: tf.Tensor) -> tf.Tensor:
     """``body``, after an assertion that ``header`` is a JPEG's: other formats
     fail here, before libjpeg sees them (it would print "Not a JPEG file")."""
-    checked = tf.debugging.Assert(tf.equal(header[FORMAT_AT], FORMAT["jpeg"]), ["not a JPEG"])
+    checked = tf.debugging.Assert(tf.equal(header[FORMAT_AT], FORMAT["jpeg"]), [contract.FORMAT_REFUSAL])
     with tf.control_dependencies([checked]):
         return tf.identity(body)
 
@@ -314,8 +319,12 @@ def decode_resized(body: tf.Tensor, image_size: Sequence[int], *, interpolation:
     def other():
         if pad_to_aspect_ratio or options.alpha_background is None:  # padding stays black: composite first
             return resized(decode_other(body, header, options))
-        return tf.cond(header[ALPHA_AT] > 0, lambda: composite_resized(body, resized, options.alpha_background),
-                       lambda: resized(decode_other(body, header, options)))
+        if interpolation == "bilinear":
+            composited = lambda: composite_bilinear(body, target, options.alpha_background,  # noqa: E731
+                                                    crop_to_aspect_ratio)
+        else:
+            composited = lambda: composite_resized(body, resized, options.alpha_background)  # noqa: E731
+        return tf.cond(header[ALPHA_AT] > 0, composited, lambda: resized(decode_other(body, header, options)))
 
     if jpeg_only:
         image = jpeg()
@@ -338,6 +347,43 @@ def composite_resized(body: tf.Tensor, resize, background: Tuple[int, int, int])
     premultiplied = resize(tf.cast(rgba[..., :3], tf.float32) * tf.cast(alpha, tf.float32))  # 0..255*255
     coverage = resize(alpha) * (1.0 / 255.0)
     return premultiplied * (1.0 / 255.0) + tf.constant(background, tf.float32) * (1.0 - coverage)
+
+
+def bilinear_taps(length: tf.Tensor, count: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """``(taps, weight)`` of ``tf.image.resize``'s bilinear (half-pixel
+    centres) from ``length`` to ``count`` pixels along one axis: int32
+    ``[2 * count]`` the lower then the upper input pixel of each output pixel,
+    float32 ``[count]`` the upper one's weight (as resize_bilinear_op.cc)."""
+    centre = (tf.cast(tf.range(count), tf.float32) + 0.5) * (tf.cast(length, tf.float32) / tf.cast(count, tf.float32))
+    centre = centre - 0.5
+    floor = tf.floor(centre)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(centre), tf.int32), length - 1)
+    return tf.concat([lower, upper], 0), centre - floor
+
+
+def composite_bilinear(body: tf.Tensor, target: tf.Tensor, background: Tuple[int, int, int],
+                       crop_to_aspect_ratio: bool = False) -> tf.Tensor:
+    """float32 ``[target[0], target[1], 3]``: a body with alpha composited onto
+    ``background`` and resized bilinearly (optionally after the centred crop
+    to the target's aspect): the image of compositing at full size then
+    ``tf.image.resize``, computed on the at most ``2 x 2`` input pixels each
+    output pixel reads (gathered from the uint8 decode), so no full-size
+    float pass is made."""
+    rgba = tf.io.decode_image(body, channels=4, expand_animations=False)
+    rgba.set_shape([None, None, 4])
+    if crop_to_aspect_ratio:
+        rgba = center_crop_to_aspect(rgba, tf.cast(target[1], tf.float32) / tf.cast(target[0], tf.float32))
+    shape = tf.shape(rgba)
+    rows, row_weight = bilinear_taps(shape[0], target[0])
+    cols, col_weight = bilinear_taps(shape[1], target[1])
+    taps = tf.cast(tf.gather(tf.gather(rgba, rows, axis=0), cols, axis=1), tf.float32)  # [2h, 2w, 4]
+    alpha = taps[..., 3:] * (1.0 / 255.0)
+    pixels = taps[..., :3] * alpha + tf.constant(background, tf.float32) * (1.0 - alpha)
+    left, right = tf.split(pixels, 2, axis=1)
+    across = left + (right - left) * col_weight[:, tf.newaxis]
+    top, bottom = tf.split(across, 2, axis=0)
+    return top + (bottom - top) * row_weight[:, tf.newaxis, tf.newaxis]
 
 
 def decode_full(body: tf.Tensor, options: DecodeOptions = DEFAULT_OPTIONS) -> tf.Tensor:

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from tfeed import contract
 from tfeed.config import check_choice
 from tfeed.elements import mark_failed
 from tfeed.images import INTERPOLATIONS, DecodeHooks, check_image_size
@@ -57,7 +58,9 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
     following ``batch`` (``ignore_errors`` in between prevents that fusion);
     after batching, :func:`tfeed.elements.failed_rows` finds those rows.
     There, ``hooks.jpeg_decoder`` is tried first and ``hooks.decoder`` only
-    for bodies it fails on: no ``tf.cond`` on the format per example.  Without
+    for bodies it refuses as not JPEG (:data:`tfeed.contract.FORMAT_REFUSAL`;
+    a JPEG that fails to decode is not decoded again): no ``tf.cond`` on the
+    format per example.  Without
     ``hooks`` the same holds for the plain decode + resize: a JPEG-only
     decode first, the general one for the bodies it refuses.
 
@@ -108,7 +111,7 @@ def decode(image_size: Sequence[int] = (256, 256), *, interpolation: str = "bili
             tried, fallbacks = concrete(lambda b, *_: resized(b, jpeg_only=True), (body, *rest)), [tried]
         (image,), ok, error = ops.tfeed_try_call([body, *rest], Tout=[tried.structured_outputs.dtype],
                                                  output_shapes=[shape], f=tried, fallbacks=fallbacks,
-                                                 name="tfeed_try_decode")
+                                                 fallback_on=contract.FORMAT_REFUSAL, name="tfeed_try_decode")
         image.set_shape(shape)
         if function is not None:
             image = finish(image, body, *rest)

@@ -36,7 +36,7 @@ keeps failures, with their reason, for pipelines that run where Python cannot
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -54,7 +54,8 @@ NATIVE_SCHEMES = ("http", "https", "file")
 
 def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "skip", deterministic: bool = False,
                  group_size: int = DEFAULT_GROUP_SIZE, num_parallel_calls: Optional[int] = None,
-                 ops=None, cache: Optional[DiskCache] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+                 ops=None, cache: Optional[DiskCache] = None, transcode_cover: Optional[Tuple[int, int]] = None
+                 ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Return a ``Dataset -> Dataset`` function for ``ds.apply``.
 
     Input elements: ``(url: tf.string [], label: tf.int64 [])`` or groups of
@@ -70,6 +71,11 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     :class:`tfeed.DiskCache` (the op reads and writes its format itself,
     GIL-free; with ``max_bytes``, the bytes it wrote reach
     :meth:`~tfeed.DiskCache.grew` every ``max_bytes / 10``, which evicts).
+
+    ``transcode_cover`` ``(height, width)``: formats transcoded here (AVIF,
+    animated WebP, TIFF, ...) are reduced to the smallest 1/2, 1/4, 1/8 that
+    still covers it (:func:`tfeed.fetching.sniff.reduce_to_cover`); None
+    keeps them at full size.
 
     Raises ValueError for schemes the op does not read (use
     :func:`tfeed.fetching.python.stage.fetch` for ``gs://`` and other ``tf.io.gfile`` schemes)
@@ -101,7 +107,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
             reported = unreported.report(int(written)) if unreported is not None else 0
             for row, (url, reason, detail) in enumerate(zip(urls.numpy(), reasons.numpy(), details.numpy())):
                 if not reason and detail:  # a success in a format tf.io cannot decode
-                    png = sniff.transcode_to_png(bodies[row].numpy())
+                    png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover)
                     if png is not None:
                         keep.append(True), rows.append(row), pngs.append(png)
                         continue
@@ -237,16 +243,17 @@ def fetch_native_graph(config: FetchConfig, *, deterministic: bool = False, grou
     """Like :func:`fetch_native`, in graph ops only (no ``py_function``).
 
     Output elements: ``(body, label, url, reason)``, one per input URL:
-    ``reason`` is ``b""`` for an image, else the failure reason (``body`` is
-    then ``b""``).  Nothing is counted or dropped here: count and filter
-    ``reason`` downstream.  Formats that need transcoding (TIFF, JPEG 2000,
-    PNM) count as ``decode_error``, as transcoding needs Python.
+    ``reason`` is ``b""`` for an image, else the failure reason, a tab and
+    its detail (``body`` is then ``b""``).  Nothing is counted or dropped
+    here: count and filter ``reason`` downstream.  Formats that need
+    transcoding (AVIF, animated WebP, TIFF, ICO, JPEG 2000, PNM) count as
+    ``unsupported_format``, as transcoding needs Python.
     """
     fetch_group, calls = _fetch_group(config, ops, group_size, num_parallel_calls, pass_transcodable=False)
 
     def keep_reason(bodies, labels, urls, reasons, attempts, details):
-        del attempts, details
-        return bodies, labels, urls, reasons
+        del attempts
+        return bodies, labels, urls, tf.where(tf.equal(reasons, ""), reasons, tf.strings.join([reasons, details], "\t"))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         groups = _grouped(dataset, group_size)

@@ -7,7 +7,7 @@ yields one ``(body, label, url)`` element or one counted failure reason.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
@@ -38,13 +38,15 @@ class FetchStage:
 
 
 def choose_fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int, cache: Optional[DiskCache], *,
-                       on_error: ErrorPolicy, deterministic: bool) -> FetchStage:
+                       on_error: ErrorPolicy, deterministic: bool,
+                       transcode_cover: Optional[Tuple[int, int]] = None) -> FetchStage:
     """The fetch stage for ``choice`` (one of :data:`FETCH_ENGINES`).
 
     ``"auto"``: the native engine when its library loads and it reads every
     scheme in ``config.schemes``, else the Python engine.  ``"native"``
     raises ValueError for schemes it cannot read and RuntimeError when the
-    library is unavailable.
+    library is unavailable.  ``transcode_cover``: the size transcoded
+    formats are reduced to cover (see :func:`tfeed.fetching.sniff.reduce_to_cover`).
     """
     native_ok = {s.lower() for s in config.schemes} <= set(NATIVE_SCHEMES)
     if choice == "native" and not native_ok:
@@ -55,6 +57,6 @@ def choose_fetch_stage(choice: str, config: FetchConfig, stats: Stats, seed: int
         raise RuntimeError("fetch_engine='native': the native fetch op is unavailable (see the warning above)")
     if ops is not None:
         return FetchStage(fetch_native(config, stats, on_error=on_error, deterministic=deterministic, ops=ops,
-                                       cache=cache), "native")
-    engine = FetchEngine(config, stats, seed=seed, cache=cache)
+                                       cache=cache, transcode_cover=transcode_cover), "native")
+    engine = FetchEngine(config, stats, seed=seed, cache=cache, transcode_cover=transcode_cover)
     return FetchStage(fetch(engine, on_error=on_error, deterministic=deterministic), "python", engine)

@@ -58,6 +58,7 @@ inline constexpr const char* kHeaderFormats[] = {{{names}}};
 inline constexpr int kHeaderFormatCount = {len(contract.HEADER_FORMATS)};
 inline constexpr std::int64_t kDefaultMaxPixels = {int(contract.DEFAULT_MAX_PIXELS)};
 inline constexpr std::size_t kBmffHeaderWindow = {int(contract.BMFF_HEADER_WINDOW)};
+inline constexpr const char* kFormatRefusal = {c_string(contract.FORMAT_REFUSAL.encode())};
 
 }}  // namespace contract
 }}  // namespace tfeed

@@ -154,9 +154,11 @@ class WatchdogReader:
         if duplicates:
             _log.debug("tfeed service: %d element(s) arrived more than once", duplicates)
         keep = reasons == b""
-        for url, reason in zip(urls[~keep], reasons[~keep]):
-            detail = "image could not be decoded" if reason == errors.DECODE_ERROR.encode() else ""
-            self._fail(errors.Failure(url.decode(errors="replace"), reason.decode(), detail))
+        for url, reason_and_detail in zip(urls[~keep], reasons[~keep]):  # "<reason>\t<detail>" or a bare reason
+            reason, _, detail = reason_and_detail.decode(errors="replace").partition("\t")
+            if not detail and reason == errors.DECODE_ERROR:
+                detail = "image could not be decoded"
+            self._fail(errors.Failure(url.decode(errors="replace"), reason, detail))
         if keep.all():
             return images, labels, urls
         if keep.any():

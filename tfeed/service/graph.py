@@ -11,8 +11,10 @@ Python (no ``from_generator``, no ``py_function``)::
 
 The graph holds only the shard paths (about 60 bytes each; a 10M-URL epoch
 is a few hundred shards), never the URLs.  Every URL yields exactly one
-element: a failed fetch keeps its reason and a zero image; a body that does
-not decode becomes a zero image with reason ``decode_error``.  The fallback
+element: a failed fetch keeps its reason (``"<reason>\t<detail>"``) and a
+zero image; formats that need transcoding (AVIF, animated WebP, TIFF, ICO)
+are ``unsupported_format`` here, as transcoding needs Python; a body that
+does not decode becomes a zero image with reason ``decode_error``.  The fallback
 is the second element of ``decoded.ignore_errors().concatenate(fallback).take(1)``,
 so decode errors are caught per element without Python and the client can
 tell a URL that failed from one that never arrived (lost with its worker).

@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfeed import contract, errors, urls
+from tfeed import contract, errors, malloc, urls
 from tfeed.source.labels import LabelIndex
 from tfeed.source.readers import PairFactory
 from tfeed.resume import Position, url_key
@@ -131,6 +131,7 @@ class UrlGenerator:
 
     def __call__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         epoch = next(self._epochs)
+        malloc.restore_thresholds()  # from_generator's start has just frozen them at 128 KB (see tfeed.malloc)
         resume, self._resume = self._resume, None  # only the first epoch resumes
         skip = resume.skip_set() if resume is not None and len(resume.done) else None
         self._stats.begin_epoch(epoch, resume.done if resume is not None else None)

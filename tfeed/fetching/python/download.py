@@ -83,7 +83,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig,
                    rng: random.Random, *, stop_on_overload: Callable[[int], bool] = lambda status: False,
-                   on_bytes: Optional[Callable[[int], None]] = None) -> Outcome:
+                   on_bytes: Optional[Callable[[int], None]] = None, transcode_cover=None) -> Outcome:
     """Fetch ``url`` within ``config.deadline`` seconds, retrying what is
     retryable, and check that the body is an image.
 
@@ -94,7 +94,8 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
 
     ``on_bytes(n)``: called as body bytes arrive (a known Content-Length
     counts when the response starts), so the caller can count partial bodies
-    against ``max_in_flight_bytes``.
+    against ``max_in_flight_bytes``.  ``transcode_cover``: the size a
+    transcoded body is reduced to cover (:func:`tfeed.fetching.sniff.reduce_to_cover`).
     """
     refused = urls.refusal(url)
     if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
@@ -114,7 +115,7 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     except (TimeoutError, asyncio.TimeoutError):
         return Outcome(failure=errors.Failure(url, errors.TIMEOUT, f"deadline of {config.deadline}s passed"))
     if outcome.body is not None:
-        outcome = await _check_image(url, outcome, config.max_pixels)
+        outcome = await _check_image(url, outcome, config.max_pixels, transcode_cover)
     return outcome
 
 
@@ -263,13 +264,13 @@ def _read_file(url, path, opener, size_of, config) -> Outcome:
         return Outcome(failure=errors.Failure(url, errors.READ_ERROR, f"{type(exc).__name__}: {exc}"))
 
 
-async def _check_image(url: str, outcome: Outcome, max_pixels: Optional[int]) -> Outcome:
+async def _check_image(url: str, outcome: Outcome, max_pixels: Optional[int], cover=None) -> Outcome:
     verdict = sniff.check(outcome.body, max_pixels)
     if verdict.reason is not None:
         return Outcome(failure=errors.Failure(url, verdict.reason, verdict.detail), attempts=outcome.attempts)
     if verdict.transcode is None:
         return outcome
-    png = await asyncio.get_running_loop().run_in_executor(None, sniff.transcode_to_png, outcome.body)
+    png = await asyncio.get_running_loop().run_in_executor(None, sniff.transcode_to_png, outcome.body, cover)
     if png is not None:
         return Outcome(body=png, attempts=outcome.attempts)
     return Outcome(failure=errors.Failure(url, errors.DECODE_ERROR, f"could not read {verdict.detail}"),

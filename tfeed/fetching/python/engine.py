@@ -81,8 +81,9 @@ class FetchEngine:
     """
 
     def __init__(self, config: FetchConfig, stats: Stats, seed: Optional[int] = None,
-                 cache: Optional[DiskCache] = None):
+                 cache: Optional[DiskCache] = None, transcode_cover: Optional[tuple] = None):
         self.config = config
+        self.transcode_cover = transcode_cover  # see tfeed.fetching.sniff.reduce_to_cover
         self.stats = stats
         self.cache = cache
         self._rng = random.Random(seed)
@@ -274,7 +275,7 @@ class FetchEngine:
             self._held_bytes += nbytes
 
         try:
-            outcome = await download(self._session, url, self.config, self._rng,
+            outcome = await download(self._session, url, self.config, self._rng, transcode_cover=self.transcode_cover,
                                      stop_on_overload=functools.partial(host.takes_as_load, pending), on_bytes=arrived)
             self._held_bytes -= partial[0]
             partial[0] = 0

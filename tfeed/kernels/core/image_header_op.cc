@@ -53,8 +53,8 @@ class ImageHeaderOp : public OpKernel {
     const image::Header h =
         image::ReadHeader(reinterpret_cast<const unsigned char*>(contents.data()), contents.size());
     OP_REQUIRES(context, require_format_ <= 0 || h.format == require_format_,
-                ::tensorflow::errors::InvalidArgument("TfeedImageHeader: not the required format (",
-                                                      require_format_, "), header format ", h.format));
+                ::tensorflow::errors::InvalidArgument(::tfeed::contract::kFormatRefusal, " (", require_format_,
+                                                      "), header format ", h.format));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({kHeaderFields}), &output));
     auto out = output->vec<int64_t>();

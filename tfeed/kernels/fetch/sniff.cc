@@ -64,7 +64,11 @@ Verdict CheckImage(const char* data, size_t n, bool pass_transcodable, int64_t m
     if (header.animated) format += " (animated)";
     v.ok = pass_transcodable;
     v.detail = format;
-    if (!v.ok) v.reason = c::kDecodeError, v.detail += " needs transcoding (pass_transcodable=False)";
+    if (!v.ok) {  // graph-only pipelines (tf.data service workers) cannot run the Python transcoder
+      v.reason = c::kUnsupportedFormat;
+      v.detail += " needs transcoding (OpenCV, in Python), which graph-only pipelines such as tf.data service "
+                  "workers cannot run";
+    }
   }
   return v;
 }

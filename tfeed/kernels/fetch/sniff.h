@@ -25,7 +25,8 @@ std::string Preview(const char* data, size_t n);
 // more than max_pixels (> 0) pixels is too_large, a format in
 // kUnsupported is unsupported_format; a decodable format passes; one that
 // needs transcoding (an animated WebP too) passes, its name in the detail,
-// with pass_transcodable, else fails as decode_error; anything else is not_image.
+// with pass_transcodable, else fails as unsupported_format (graph-only
+// pipelines cannot run the Python transcoder); anything else is not_image.
 Verdict CheckImage(const char* data, size_t n, bool pass_transcodable,
                    int64_t max_pixels = contract::kDefaultMaxPixels);
 
