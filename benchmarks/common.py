@@ -174,7 +174,7 @@ def thread_sessions() -> Callable:
     return session
 
 
-def split_cores() -> Optional[set]:
+def split_cores() -> Optional[List[int]]:
     """Give core 0 to this process (and the servers it starts from now on) and return the
     other cores, for the clients measured: as if the origin were another machine, the
     server does not compete with the client for CPU.  None (nothing pinned) on one core."""
@@ -182,11 +182,11 @@ def split_cores() -> Optional[set]:
     if len(cpus) < 2:
         return None
     os.sched_setaffinity(0, {cpus[0]})
-    return set(cpus[1:])
+    return cpus[1:]
 
 
 def run_worker(argv: Sequence[str], job: dict, timeout: float, env: Optional[Dict[str, str]] = None,
-               cpus: Optional[set] = None) -> dict:
+               cpus: Optional[List[int]] = None) -> dict:
     """Run ``[sys.executable, *argv, --job IN, --result OUT]`` in a fresh process
     (on ``cpus`` only, when given).
 

@@ -40,9 +40,10 @@ implements the same state machine and is checked against this one):
   ``SLOW_START_EXIT`` times the host's floor (the minimum of the last 64-128
   latencies) plus ``LATENCY_SLACK_S``; above that it holds and slow start
   ends; above ``LATENCY_TOLERANCE`` times the floor it is cut by
-  ``LATENCY_DECREASE`` (once per window).  So a server that queues requests
-  (one process behind a GIL, as ``python -m http.server``) keeps a small
-  window, where it is fastest, while one that answers in constant time lets
+  ``LATENCY_DECREASE`` (once per window), never below ``LATENCY_MIN_WINDOW``
+  (overload signals alone go lower).  So a server that queues requests (one
+  process behind a GIL, as ``python -m http.server``) keeps a small window,
+  where it is fastest, while one that answers in constant time lets
   the window grow to its cap.  (A per-sample Vegas rule held a 100 +- 20 ms
   origin at ~16 open requests: 140-240 images/s instead of ~1,000.)
 * **Pauses.** ``Retry-After`` pauses the host's whole queue (capped at
@@ -143,7 +144,7 @@ class HostLimiter:
         if seq <= self._cut_seq:  # started before the last cut: says nothing of the new window
             return
         if self._smooth > contract.LATENCY_TOLERANCE * floor + contract.LATENCY_SLACK_S:
-            self._cut(self.window * contract.LATENCY_DECREASE, now)
+            self._cut(max(self.window * contract.LATENCY_DECREASE, contract.LATENCY_MIN_WINDOW), now)
         elif self._smooth > contract.SLOW_START_EXIT * floor + contract.LATENCY_SLACK_S:
             self.slow_start = False  # requests begin to queue at the host: hold the window
         elif self.slow_start:

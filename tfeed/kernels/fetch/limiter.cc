@@ -62,7 +62,7 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   has_smooth_ = true;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
   if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
-    Cut(window_ * c::kLatencyDecrease, now, 0);
+    Cut(std::max(window_ * c::kLatencyDecrease, static_cast<double>(c::kLatencyMinWindow)), now, 0);
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
