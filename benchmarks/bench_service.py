@@ -43,7 +43,7 @@ from tfeed.testing import ImageServer, web_like_corpus
 from tfeed.testing.server import stop_process
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_service_workers, start_service  # noqa: E402
+from common import add_service_workers, start_service, write_json  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -196,11 +196,9 @@ def main():
             for proc in procs:
                 stop_process(proc)
     results["load_average_after"] = os.getloadavg()
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RssSampler, add_service_workers, rss_mb, start_service  # noqa: E402
+from common import RssSampler, add_service_workers, rss_mb, start_service, write_json  # noqa: E402
 
 CLASSES = 1000
 
@@ -147,11 +147,9 @@ def main():
                                                 results["staging"]["graph_bytes_all_shards"]) < 2**20,
                          "rss_growth_under_300mb": large_run["rss_growth_mb"] < 300,
                          "first_batch_under_30s": large_run["first_batch_s"] < 30}
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
