@@ -50,11 +50,13 @@ def _save(pil, fmt, **params) -> bytes:
     return buffer.getvalue()
 
 
-def exif_jpeg(upright: np.ndarray, orientation: int, quality: int = 90) -> bytes:
-    """A JPEG of ``upright`` stored per ``orientation`` with that EXIF tag."""
+def exif_jpeg(upright: np.ndarray, orientation: int, quality: int = 90, subsampling: int = -1) -> bytes:
+    """A JPEG of ``upright`` stored per ``orientation`` with that EXIF tag
+    (``subsampling``: Pillow's chroma subsampling, 0 = 4:4:4; -1 its default)."""
     exif = _require("PIL.Image").Exif()
     exif[0x0112] = int(orientation)
-    return _save(_pil(to_stored(upright, orientation)), "JPEG", quality=quality, exif=exif.tobytes())
+    return _save(_pil(to_stored(upright, orientation)), "JPEG", quality=quality, subsampling=subsampling,
+                 exif=exif.tobytes())
 
 
 def avif(image: np.ndarray, quality: int = 80) -> bytes:
