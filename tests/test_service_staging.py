@@ -48,7 +48,7 @@ def test_every_selected_pair_is_staged_once_or_named(tmp_path):
     assert {f.reason for f in failures} == {errors.INVALID_LABEL}
     assert len(failures) == 600
     assert [stage.shard_length(s) for s, _ in shards] == [256] * 8 + [352]  # 2400 rows: 8 x 256 + the rest
-    assert not [name for name in os.listdir(tmp_path / "epoch0") if name.endswith(".partial")]
+    assert not [name for name in os.listdir(tmp_path / "epoch0") if ".partial" in name]
     seen = []
     for shard, path in shards:
         rows = read_shard(path)
@@ -56,6 +56,17 @@ def test_every_selected_pair_is_staged_once_or_named(tmp_path):
         seen += [url for _, url in rows]
     expected = [url.replace(" ", "%20") for url, label in _pairs(3000)() if label != "4"]
     assert seen == expected  # source order, URLs normalised as the local pipeline does (a space encoded)
+
+
+def test_trainers_sharing_a_job_stage_the_same_shards_at_once(tmp_path):
+    """Trainers sharing a job name write the same shard paths: neither may take the other's half-written file."""
+    for _ in range(5):
+        directory = tmp_path / f"round{_}"
+        stages = [EpochStaging(str(directory), _pairs(6000), Selection(), None) for _ in range(4)]
+        shard_lists = [stage.next_shards(0, wait_all=None) for stage in stages]
+        assert all(shards == shard_lists[0] for shards in shard_lists)
+        assert sorted(os.listdir(directory)) == [os.path.basename(path) for _, path in shard_lists[0]]
+        assert sum(len(read_shard(path)) for _, path in shard_lists[0]) == 6000
 
 
 def test_a_url_with_a_line_break_is_named_not_staged(tmp_path):

@@ -112,7 +112,8 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
         make = _distributed_jobs(worker_settings, plan.seed, settings.address, settings.processing_mode, job_name)
 
         def stage(epoch: int, selection=selection, root=root) -> EpochStaging:
-            return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index, owned=root.path)
+            return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index,
+                                owned=_spent(root, epoch, shared=settings.job_name is not None))
 
         reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout,
                                 shared=settings.job_name is not None)
@@ -133,6 +134,13 @@ def _staging_place(settings: ServiceSettings, subset: Optional[str]):
     if settings.job_name is None:
         return settings.staging_dir, None
     return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}-{subset or 'all'}"
+
+
+def _spent(root: StagingRoot, epoch: int, shared: bool) -> str:
+    """What to delete when ``epoch`` ends: the whole root, or, for trainers sharing a job name, the
+    previous epoch's shards only: another trainer may still be staging this epoch's (it writes the
+    same files), and it finished the previous one before this epoch's job could end."""
+    return root.epoch_dir(epoch - 1) if shared else root.path
 
 
 def _to_float(images, labels, urls):

@@ -119,6 +119,7 @@ class EpochStaging:
         self._failures: "queue.SimpleQueue[errors.Failure]" = queue.SimpleQueue()
         self._done, self._error = False, None
         self._stop = threading.Event()
+        self._writer = uuid.uuid4().hex[:12]
         tf.io.gfile.makedirs(directory)
         self._thread = threading.Thread(target=self._run, name="tfeed-staging", daemon=True)
         self._thread.start()
@@ -158,7 +159,7 @@ class EpochStaging:
         self._thread.join(timeout=30)
 
     def remove(self) -> None:
-        """:meth:`close`, then delete the shards (and ``owned``, the directory holding them)."""
+        """:meth:`close`, then delete ``owned`` (by default the shards' directory)."""
         self.close()
         remove_tree(self._owned)
 
@@ -197,7 +198,7 @@ class EpochStaging:
 
     def _write(self, rows: List[str]) -> None:
         path = f"{self.directory}/shard-{len(self._paths):06d}.txt"
-        partial = f"{path}.partial"
+        partial = f"{path}.partial-{self._writer}"  # trainers sharing a job write the same shards at once
         with tf.io.gfile.GFile(partial, "w") as handle:
             handle.write("".join(rows))
         tf.io.gfile.rename(partial, path, overwrite=True)
