@@ -76,6 +76,29 @@ def test_after_shedding_the_window_regrows_to_the_level_served_without_waiting_f
     assert host.ceiling == 16 and windows[-1] == 16  # all of it: 16 open, none shed
 
 
+def test_the_known_level_is_what_the_burst_got_served_not_the_open_count():
+    """A client that has not yet read finished responses counts more requests open than the host
+    holds: 16 served, but the shed one started with 25 'open'.  The ceiling is the 16 the
+    burst got served, so the regrowth stops there instead of overloading the host again."""
+    host = limiter()
+    for i in range(3):  # slow start to 32
+        round_trip(host, 0.1 * i, 0.1)
+    tickets = [host.start(0.3) for _ in range(int(host.window))]
+    shed = [ticket[:1] + (25,) for ticket in tickets[16:]]  # positions inflated by unread answers
+    host.overloaded(shed[0], 0.31, status=503, retry_after=1.0)
+    for ticket in shed[1:]:
+        host.overloaded(ticket, 0.31, status=503, retry_after=1.0)
+    for ticket in tickets[:16]:
+        host.succeeded(ticket, 0.1, 0.4)
+    assert host.ceiling == 16
+    now, windows = 1.31, []
+    for _ in range(20):  # 2 s of round trips after the pause, inside PROBE_QUIET_S
+        round_trip(host, now, 0.1)
+        now += 0.1
+        windows.append(host.window)
+    assert max(windows) == 16
+
+
 def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
     host = limiter()
     host.window, host.slow_start, host.ceiling = 17.0, False, 16.0

@@ -14,13 +14,18 @@ implements the same state machine and is checked against this one):
   the most requests open at once among the successes since the last cut (what
   a concurrency limiter let through), at most once per window of requests
   (signals from requests started before the last cut are the same event).
-  The level at which the host overloaded (the requests open before the shed
-  one) is remembered: the window regrows to it by about one per round trip, and
-  probes above it only after ``PROBE_QUIET_S`` without overload, a spell that
-  doubles with each failed probe (a failed probe returns to the known level,
-  no deeper cut).  A host that sheds above 16 open requests thus runs at
-  15-16, not at 0.7 x 16 (bench_origins' shedding origin: 0.65x -> see the
-  README's origins table).
+  The level the host served when it overloaded is remembered: the window
+  regrows to it by about one per round trip, and probes above it only after
+  ``PROBE_QUIET_S`` without overload, a spell that doubles with each failed
+  probe (a failed probe returns to the known level, no deeper cut).  That
+  level is the larger of the most requests open among earlier successes and
+  the successes among the requests open at the cut (the *burst*), never above
+  the requests open before the shed one: in slow start the first bound lags a
+  round trip, and the open count of a client that has not yet read finished
+  responses runs high (the Python engine counted 25 open against a host that
+  sheds above 16, regrew to 18 and was shed again, a second 1 s
+  ``Retry-After`` pause).  A host that sheds above 16 open requests thus
+  runs at 15-16, not at 0.7 x 16.
 * **Rate limits** (``429``): the host is paced: requests start at most one per
   ``gap`` seconds.  The first 429 sets the gap to ``PACE_MARGIN`` times the
   moving average of the interval between the host's successes (before any
@@ -100,6 +105,9 @@ class HostLimiter:
         self._streak = 0  # overloads since the last success
         self._unanswered_since: Optional[float] = None  # first overload since the last success
         self._served_level = 0  # most requests open at once among recent successes (position + 1)
+        self._burst_seq = 0  # requests started before the last overload cut (its burst)
+        self._burst_level = 0.0  # requests open before the shed one: the ceiling's upper bound
+        self._burst_served = 0  # successes among the burst
         self._smooth: Optional[float] = None  # moving average of latencies
 
     # -- admission --------------------------------------------------------------
@@ -133,6 +141,9 @@ class HostLimiter:
         self._served_level = max(self._served_level, position + 1)
         if not self.adaptive:
             return
+        if seq <= self._burst_seq:
+            self._burst_served += 1
+            self.ceiling = max(self.ceiling, min(self._burst_level, self._burst_served))
         if self._last_success is not None:
             interval = now - self._last_success
             self._success_interval = interval if self._success_interval is None else \
@@ -178,7 +189,8 @@ class HostLimiter:
         elif fresh:
             level = max(position, contract.MIN_WINDOW)  # served lags a round trip in slow start: not the level
             served = self._served_level or self.window
-            self._cut(min(self.window * contract.OVERLOAD_DECREASE, level, served), now, overload=level)
+            self._cut(min(self.window * contract.OVERLOAD_DECREASE, level, served), now, overload=level,
+                      served=self._served_level)
             self._served_level = 0
         if retry_after is not None:
             self._pause(now + min(retry_after, contract.MAX_PAUSE_S))
@@ -194,16 +206,18 @@ class HostLimiter:
         return self._unanswered_since is not None and now - self._unanswered_since > self._patience
 
     # -- internals --------------------------------------------------------------------
-    def _cut(self, target: float, now: float, overload: float = 0) -> None:
-        """Shrink the window to ``target``; ``overload``: the open requests the host
-        served when it overloaded (0: a latency cut), the level the window may regrow to
-        without waiting for a probe."""
+    def _cut(self, target: float, now: float, overload: float = 0, served: float = 0) -> None:
+        """Shrink the window to ``target``.  ``overload``: the requests open before the shed
+        one (0: a latency cut), the most the window may regrow to without a probe;
+        ``served``: the most open among earlier successes (0: none), the ceiling until the
+        burst's successes raise it (see the module's docstring)."""
         probing = self.ceiling is not None and self.window > self.ceiling
         if overload and probing:  # the probe failed: back to the known level, probe later
             self._probe_quiet = min(2 * self._probe_quiet, contract.MAX_PROBE_QUIET_S)
             target = max(self.ceiling, contract.MIN_WINDOW)
         elif overload:
-            self.ceiling = max(overload, contract.MIN_WINDOW)
+            self.ceiling = max(min(overload, served or target), contract.MIN_WINDOW)
+            self._burst_seq, self._burst_level, self._burst_served = self._seq, overload, 0
         self.window = max(float(contract.MIN_WINDOW), target)
         self.slow_start = False
         self._probe_at = now + self._probe_quiet

@@ -50,6 +50,10 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   unanswered_ = false;
   served_level_ = std::max(served_level_, ticket.position + 1);
   if (!adaptive_) return;
+  if (ticket.seq <= burst_seq_) {  // a success of the burst open at the last overload cut
+    ++burst_served_;
+    ceiling_ = std::max(ceiling_, std::min(burst_level_, static_cast<double>(burst_served_)));
+  }
   if (succeeded_any_) {
     const double interval = now - last_success_;
     success_interval_ = has_success_interval_ ? 0.9 * success_interval_ + 0.1 * interval : interval;
@@ -62,7 +66,7 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   has_smooth_ = true;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
   if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
-    Cut(std::max(window_ * c::kLatencyDecrease, static_cast<double>(c::kLatencyMinWindow)), now, 0);
+    Cut(std::max(window_ * c::kLatencyDecrease, static_cast<double>(c::kLatencyMinWindow)), now, 0, 0);
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
@@ -91,7 +95,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   } else if (fresh) {
     const double served = served_level_ > 0 ? static_cast<double>(served_level_) : window_;
     const double level = std::max<double>(static_cast<double>(ticket.position), c::kMinWindow);
-    Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level);  // served lags in slow start
+    Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level, static_cast<double>(served_level_));
     served_level_ = 0;
   }
   if (retry_after >= 0) {
@@ -110,14 +114,15 @@ void HostLimiter::Rested(double now) {
 
 bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
 
-void HostLimiter::Cut(double target, double now, double overload) {
+void HostLimiter::Cut(double target, double now, double overload, double served) {
   const bool probing = has_ceiling_ && window_ > ceiling_;
   if (overload > 0 && probing) {  // the probe failed: back to the known level, probe later
     probe_quiet_ = std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS);
     target = std::max<double>(ceiling_, c::kMinWindow);
   } else if (overload > 0) {
-    ceiling_ = std::max<double>(overload, c::kMinWindow);
+    ceiling_ = std::max<double>(std::min(overload, served > 0 ? served : target), c::kMinWindow);
     has_ceiling_ = true;
+    burst_seq_ = seq_, burst_level_ = overload, burst_served_ = 0;
   }
   window_ = std::max<double>(c::kMinWindow, target);
   slow_start_ = false;

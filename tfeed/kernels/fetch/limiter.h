@@ -44,7 +44,9 @@ class HostLimiter {
   void set_min_gap(double seconds) { min_gap_ = seconds; }
 
  private:
-  void Cut(double target, double now, double overload);  // overload: the level served (0: a latency cut)
+  // overload: the requests open before the shed one (0: a latency cut); served: the most open
+  // among earlier successes.  See limiter.py.
+  void Cut(double target, double now, double overload, double served);
   void Pause(double until);
   double AddLatency(double latency);
   double PacedGap() const;
@@ -64,6 +66,8 @@ class HostLimiter {
   double success_interval_ = 0, last_success_ = 0;  // moving average of the interval between successes
   double floors_[2];
   int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
+  int64_t burst_seq_ = 0, burst_served_ = 0;  // the burst open at the last overload cut, its successes
+  double burst_level_ = 0;                    // requests open before the shed one
   bool unanswered_ = false;
   double unanswered_since_ = 0;
 };
