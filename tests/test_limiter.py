@@ -187,3 +187,23 @@ def test_without_adaptive_the_window_is_the_cap_and_signals_change_nothing():
     ticket = host.start(0.0)
     host.overloaded(ticket, 0.1, status=503)
     assert host.window == 8 and host.can_start(0.2)
+
+
+def test_a_new_connection_gets_a_few_latency_floors_not_the_configured_timeout():
+    host = limiter()
+    assert host.connect_timeout(10.0) == 10.0  # nothing known of the host yet
+    host.succeeded(host.start(0.0), 0.001, 0.001)
+    assert host.connect_timeout(10.0) == contract.MIN_CONNECT_TIMEOUT_S  # 4 x 1 ms is less
+    host.succeeded(host.start(1.0), 0.5, 1.5)  # the floor stays the fastest answer
+    assert host.connect_timeout(10.0) == contract.MIN_CONNECT_TIMEOUT_S
+    far = limiter()
+    far.succeeded(far.start(0.0), 0.25, 0.25)  # a far host: 250 ms answers
+    assert far.connect_timeout(10.0) == pytest.approx(contract.CONNECT_FLOOR_FACTOR * 0.25)
+    for misses in range(1, 8):  # each connect timeout doubles it, up to the configured one
+        far.connect_missed()
+        assert far.connect_timeout(10.0) == pytest.approx(min(10.0, 2 ** misses * 1.0))
+    far.succeeded(far.start(1.0), 0.25, 1.25)
+    assert far.connect_timeout(10.0) == pytest.approx(1.0)  # a success resets the doubling
+    fixed = limiter(adaptive=False)
+    fixed.succeeded(fixed.start(0.0), 0.001, 0.001)
+    assert fixed.connect_timeout(10.0) == 10.0

@@ -31,12 +31,15 @@ DRIVER = r"""
         } else if (op == "ok") {
           std::cin >> latency;
           if (open.count(id)) host.Succeeded(open[id], latency, now), open.erase(id);
+        } else if (op == "miss") {
+          host.ConnectMissed();
         } else if (op == "over") {
           std::cin >> status >> retry_after;
           if (open.count(id)) host.Overloaded(open[id], now, status, retry_after, rng), open.erase(id);
         }
-        std::printf("%.9g %.9g %.9g %lld %d %d\n", host.window(), host.gap(), host.paused_until(),
-                    static_cast<long long>(host.in_flight()), host.CanStart(now) ? 1 : 0, host.GivenUp(now) ? 1 : 0);
+        std::printf("%.9g %.9g %.9g %lld %d %d %.9g\n", host.window(), host.gap(), host.paused_until(),
+                    static_cast<long long>(host.in_flight()), host.CanStart(now) ? 1 : 0, host.GivenUp(now) ? 1 : 0,
+                    host.ConnectTimeout(10.0));
       }
     }
 """
@@ -48,6 +51,9 @@ def trace(seed, events=3000):
     now, next_id, open_ids, lines = 0.0, 0, [], []
     for _ in range(events):
         now += rng.choice([0.0, 0.0005, 0.003, 0.02, 0.2])
+        if rng.random() < 0.01:
+            lines.append(f"miss 0 {now!r}")
+            continue
         if not open_ids or rng.random() < 0.5:
             lines.append(f"start {next_id} {now!r}")
             open_ids.append(next_id)
@@ -74,12 +80,14 @@ def replay(lines):
             tickets[request] = host.start(now)
         elif op == "ok" and request in tickets:
             host.succeeded(tickets.pop(request), float(rest[0]), now)
+        elif op == "miss":
+            host.connect_missed()
         elif op == "over" and request in tickets:
             retry_after = float(rest[1])
             host.overloaded(tickets.pop(request), now, status=int(rest[0]),
                             retry_after=retry_after if retry_after >= 0 else None)
         states.append((host.window, host.gap, host.paused_until, host.in_flight, int(host.can_start(now)),
-                       int(host.given_up(now))))
+                       int(host.given_up(now)), host.connect_timeout(10.0)))
     return states
 
 

@@ -42,7 +42,10 @@ class FetchConfig:
         ``opted_out``.  On by default, as in img2dataset: an image's creator
         asked that it not train models, and the count shows what it cost.
     connect_timeout / read_timeout: per attempt; read_timeout bounds the gap
-        between two received chunks.
+        between two received chunks.  With ``adaptive``, a host that has
+        answered gets a shorter connect timeout: 4x its fastest answer, at
+        least 0.3 s, doubled after each one that expires (a full accept queue
+        drops connections, and the kernel tries again only after 1 s).
     deadline: total time for one URL, retries and backoff included.
     retries: extra attempts after a retryable failure (connection, timeout,
         5xx, 408, 429).  Backoff is exponential with full jitter, starting at

@@ -242,8 +242,9 @@ class Stats:
         ``window`` (open requests allowed now), ``in_flight``, ``queued``,
         ``paced_rps`` (None: unpaced) and ``paused_s`` (seconds of pause left).
         The native engine's rows cover the process: datasets with the same
-        limiter settings (caps, patience, pace) share a host's row and state,
-        others have a row of their own for it."""
+        limiter settings (caps, patience, pace) share a host's row, counts and
+        state, others have a row of their own for it; hosts no request went to
+        since this dataset was made are left out."""
         rows = [row for source in self._host_sources for row in source()]
         rows.sort(key=lambda row: row["requests"], reverse=True)
         return rows[:limit]

@@ -51,6 +51,12 @@ implements the same state machine and is checked against this one):
   where it is fastest, while one that answers in constant time lets
   the window grow to its cap.  (A per-sample Vegas rule held a 100 +- 20 ms
   origin at ~16 open requests: 140-240 images/s instead of ~1,000.)
+* **Connect timeouts.**  A new connection to the host may take
+  ``CONNECT_FLOOR_FACTOR`` times its latency floor, at least
+  ``MIN_CONNECT_TIMEOUT_S``, doubled per connect timeout since the last
+  success, at most the configured ``connect_timeout`` (:meth:`connect_timeout`).
+  A full accept queue drops SYNs, and the kernel resends them only after 1 s;
+  a connect timeout is overload, so the URL is queued again and the window cut.
 * **Pauses.** ``Retry-After`` pauses the host's whole queue (capped at
   ``MAX_PAUSE_S``).  Overload at the minimum window without ``Retry-After``
   pauses it for an exponential backoff with equal jitter.
@@ -109,6 +115,7 @@ class HostLimiter:
         self._burst_level = 0.0  # requests open before the shed one: the ceiling's upper bound
         self._burst_served = 0  # successes among the burst
         self._smooth: Optional[float] = None  # moving average of latencies
+        self._connect_misses = 0  # connect timeouts since the last success
 
     # -- admission --------------------------------------------------------------
     def can_start(self, now: float) -> bool:
@@ -137,7 +144,7 @@ class HostLimiter:
         """A response that was not overload (an image, or a 404 alike), ``latency`` seconds after its start."""
         seq, position = ticket
         self.in_flight -= 1
-        self._streak, self._unanswered_since = 0, None
+        self._streak, self._unanswered_since, self._connect_misses = 0, None, 0
         self._served_level = max(self._served_level, position + 1)
         if not self.adaptive:
             return
@@ -200,6 +207,19 @@ class HostLimiter:
             self._pause(now + fixed + self._rng.uniform(0, ceiling - fixed))
         if fresh:
             self._cut_seq = self._seq
+
+    # -- connections -----------------------------------------------------------------
+    def connect_timeout(self, configured: float) -> float:
+        """Seconds a new connection to the host may take (see the module's docstring)."""
+        floor = min(self._floors)
+        if not self.adaptive or floor == float("inf"):
+            return configured
+        timeout = max(contract.MIN_CONNECT_TIMEOUT_S, contract.CONNECT_FLOOR_FACTOR * floor)
+        return min(configured, timeout * 2.0 ** min(self._connect_misses, 16))
+
+    def connect_missed(self) -> None:
+        """A new connection timed out (its URL's outcome goes to :meth:`overloaded`)."""
+        self._connect_misses += 1
 
     def given_up(self, now: float) -> bool:
         """Whether the host has answered only with overload for longer than its patience."""

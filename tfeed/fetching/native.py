@@ -187,17 +187,23 @@ class GraphCounters:
 class HostTable:
     """The native loop's hosts (``TfeedHostStats``) for :meth:`tfeed.Stats.hosts`.
 
-    The loop is process-wide, so the rows cover every native dataset of the
-    process; ``throttled`` counts the overload answers since this table was
-    made (exact when one dataset fetches at a time)."""
+    The loop is process-wide, so its counts cover every native dataset of the
+    process: the rows are the hosts asked since this table was made (an earlier
+    dataset's idle hosts are left out), and ``throttled`` counts the overload
+    answers since then (exact when one dataset fetches at a time)."""
 
     COUNTS = ("requests", "images", "failures", "throttles", "queued", "in_flight")
 
     def __init__(self, ops):
         self._ops = ops
         self._throttled_before = self._throttled()
+        self._requests_before = {row["host"]: row["requests"] for row in self._all_rows()}
 
     def rows(self) -> list:
+        return [row for row in self._all_rows()
+                if row["requests"] > self._requests_before.get(row["host"], -1) or row["in_flight"] or row["queued"]]
+
+    def _all_rows(self) -> list:
         hosts, counts, state = (t.numpy() for t in self._ops.tfeed_host_stats())
         return [{"host": host.decode(errors="replace"), **dict(zip(self.COUNTS, map(int, row))),
                  "window": round(float(window), 1), "paced_rps": round(float(rps), 1) if rps > 0 else None,

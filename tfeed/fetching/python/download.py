@@ -57,6 +57,7 @@ class _Attempt:
     retryable: bool = False
     retry_after: Optional[float] = None
     overload_status: Optional[int] = None  # 429/503, or 0 for a refused/reset/timed-out connection
+    connect_timed_out: bool = False
 
 
 def backoff_delay(attempt: int, config: FetchConfig, rng: random.Random) -> float:
@@ -83,7 +84,8 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
 
 async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig,
                    rng: random.Random, *, stop_on_overload: Callable[[int], bool] = lambda status: False,
-                   on_bytes: Optional[Callable[[int], None]] = None, transcode_cover=None) -> Outcome:
+                   on_bytes: Optional[Callable[[int], None]] = None, transcode_cover=None,
+                   connections=None) -> Outcome:
     """Fetch ``url`` within ``config.deadline`` seconds, retrying what is
     retryable, and check that the body is an image.
 
@@ -96,13 +98,16 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     counts when the response starts), so the caller can count partial bodies
     against ``max_in_flight_bytes``.  ``transcode_cover``: the size a
     transcoded body is reduced to cover (:func:`tfeed.fetching.sniff.reduce_to_cover`).
+
+    ``connections``: the host's :class:`~tfeed.fetching.limiter.HostLimiter`
+    (or None): it sets each attempt's connect timeout and hears which timed out.
     """
     refused = urls.refusal(url)
     if refused is not None:  # as the native op: never truncated at a NUL, never guessed at
         return Outcome(failure=errors.Failure(url, errors.INVALID_URL, refused))
     scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme in ("http", "https") and scheme in config.schemes:
-        fetch = _fetch_http(session, url, config, rng, stop_on_overload, on_bytes or _ignore)
+        fetch = _fetch_http(session, url, config, rng, stop_on_overload, on_bytes or _ignore, connections)
     elif scheme in ("", "file") and "file" in config.schemes:
         fetch = _read_local(url, config)
     elif scheme and scheme in config.schemes:
@@ -123,15 +128,18 @@ def _ignore(nbytes: int) -> None:
     del nbytes
 
 
-async def _fetch_http(session, url, config, rng, stop_on_overload, on_bytes) -> Outcome:
+async def _fetch_http(session, url, config, rng, stop_on_overload, on_bytes, connections) -> Outcome:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.deadline
     attempts = 0
     while True:
         attempts += 1
         began = loop.time()
-        attempt = await _attempt_http(session, url, config, on_bytes)
+        connect = connections.connect_timeout(config.connect_timeout) if connections else config.connect_timeout
+        attempt = await _attempt_http(session, url, config, on_bytes, connect)
         latency = loop.time() - began
+        if attempt.connect_timed_out and connections is not None:
+            connections.connect_missed()
         if attempt.body is not None:
             return Outcome(body=attempt.body, attempts=attempts, latency=latency)
         if attempt.overload_status is not None and stop_on_overload(attempt.overload_status):
@@ -148,9 +156,9 @@ async def _fetch_http(session, url, config, rng, stop_on_overload, on_bytes) -> 
         await asyncio.sleep(delay)
 
 
-async def _attempt_http(session, url, config, on_bytes) -> _Attempt:
+async def _attempt_http(session, url, config, on_bytes, connect_timeout) -> _Attempt:
     timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout,
-                                    sock_connect=config.connect_timeout, sock_read=config.read_timeout)
+                                    sock_connect=connect_timeout, sock_read=config.read_timeout)
     try:
         async with session.get(url, timeout=timeout, max_redirects=config.max_redirects) as response:
             if response.status >= 400:
@@ -171,7 +179,7 @@ async def _attempt_http(session, url, config, on_bytes) -> _Attempt:
                         overload_status=0)
     except aiohttp.ConnectionTimeoutError as exc:
         return _Attempt(reason=errors.TIMEOUT, detail=str(exc) or "no connection within connect_timeout",
-                        retryable=True, overload_status=0)
+                        retryable=True, overload_status=0, connect_timed_out=True)
     except aiohttp.ClientPayloadError as exc:
         return _Attempt(reason=errors.TRUNCATED, detail=str(exc), retryable=True)
     except (TimeoutError, asyncio.TimeoutError) as exc:

@@ -276,7 +276,8 @@ class FetchEngine:
 
         try:
             outcome = await download(self._session, url, self.config, self._rng, transcode_cover=self.transcode_cover,
-                                     stop_on_overload=functools.partial(host.takes_as_load, pending), on_bytes=arrived)
+                                     stop_on_overload=functools.partial(host.takes_as_load, pending), on_bytes=arrived,
+                                     connections=host.limiter)
             self._held_bytes -= partial[0]
             partial[0] = 0
             self.stats.record_retries(outcome.attempts - 1)

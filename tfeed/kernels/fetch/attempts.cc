@@ -202,7 +202,8 @@ void Fetcher::ConfigureHandle(CURL* e, Transfer* t, long left_ms, Clock::time_po
   api.easy_setopt(e, CURLOPT_HEADERDATA, static_cast<void*>(t));
   api.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
   api.easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(opt.max_redirects));
-  api.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, std::max(1L, static_cast<long>(opt.connect_timeout * 1000)));
+  const double connect = t->host != nullptr ? t->host->limiter.ConnectTimeout(opt.connect_timeout) : opt.connect_timeout;
+  api.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, std::max(1L, static_cast<long>(connect * 1000)));
   api.easy_setopt(e, CURLOPT_TIMEOUT_MS, left_ms);
   api.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   api.easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);  // fewer reads and callbacks per image
@@ -280,6 +281,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
   end.opted_out = t->opted_out;
   end.error = t->errbuf[0] ? t->errbuf : api.easy_strerror(rc);
   end.blocked = t->blocked;
+  end.connect_timed_out = rc == CURLE_OPERATION_TIMEDOUT && !t->connected && !t->read_timed_out;
   if (end.read_timed_out || rc != CURLE_OK) return end;
   api.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &end.status);
   curl_off_t after = -1;
@@ -293,6 +295,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
 void Fetcher::Finish(Transfer* t, CURLcode rc) {
   const Options& opt = *t->batch->opt;
   const AttemptEnd end = Observe(t, rc);
+  if (t->host != nullptr && end.connect_timed_out) t->host->limiter.ConnectMissed();
   Verdict v = Classify(end, opt);
   ReleaseEasy(t);
   Clock::time_point now = Clock::now();
@@ -322,7 +325,7 @@ bool Fetcher::Requeue(Transfer* t, const AttemptEnd& end, Clock::time_point now)
   const bool connection_overload =
       end.curl_code == CURLE_COULDNT_CONNECT || end.curl_code == CURLE_RECV_ERROR ||
       end.curl_code == CURLE_SEND_ERROR || end.curl_code == CURLE_GOT_NOTHING ||
-      (end.curl_code == CURLE_OPERATION_TIMEDOUT && !t->connected && !end.read_timed_out);
+      end.connect_timed_out;
   if (!status_overload && !(connection_overload && host->answered)) return false;
   ++host->requests;
   hosts_dirty_ = true;

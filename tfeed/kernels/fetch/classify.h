@@ -28,6 +28,7 @@ struct AttemptEnd {
   bool too_large = false;       // the write callback refused the body at max_bytes
   bool read_timed_out = false;  // aborted after read_timeout seconds without data
   bool opted_out = false;       // the final response's X-Robots-Tag opts out (with respect_opt_out)
+  bool connect_timed_out = false;  // no connection within the attempt's connect timeout
   std::string error;            // libcurl's message
   std::string blocked;          // the address policy refused the connection: why ("" if not)
 };

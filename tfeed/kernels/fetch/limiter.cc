@@ -46,7 +46,7 @@ LimiterTicket HostLimiter::Start(double now) {
 
 void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double now) {
   --in_flight_;
-  streak_ = 0;
+  streak_ = 0, connect_misses_ = 0;
   unanswered_ = false;
   served_level_ = std::max(served_level_, ticket.position + 1);
   if (!adaptive_) return;
@@ -128,6 +128,13 @@ void HostLimiter::Cut(double target, double now, double overload, double served)
   slow_start_ = false;
   probe_at_ = now + probe_quiet_;
   cut_seq_ = seq_;
+}
+
+double HostLimiter::ConnectTimeout(double configured) const {
+  const double floor = std::min(floors_[0], floors_[1]);
+  if (!adaptive_ || floor == kInf) return configured;
+  const double timeout = std::max(c::kMinConnectTimeoutS, c::kConnectFloorFactor * floor);
+  return std::min(configured, std::ldexp(timeout, static_cast<int>(std::min<int64_t>(connect_misses_, 16))));
 }
 
 double HostLimiter::PacedGap() const {

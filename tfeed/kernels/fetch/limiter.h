@@ -36,6 +36,10 @@ class HostLimiter {
   // dataset's, minutes ago) no longer counts against it.
   void Rested(double now);
 
+  // Seconds a new connection to the host may take (limiter.py: connect timeouts).
+  double ConnectTimeout(double configured) const;
+  void ConnectMissed() { ++connect_misses_; }  // a new connection timed out
+
   double window() const { return window_; }
   double gap() const { return gap_; }
   double paused_until() const { return paused_until_; }
@@ -68,6 +72,7 @@ class HostLimiter {
   int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
   int64_t burst_seq_ = 0, burst_served_ = 0;  // the burst open at the last overload cut, its successes
   double burst_level_ = 0;                    // requests open before the shed one
+  int64_t connect_misses_ = 0;                // connect timeouts since the last success
   bool unanswered_ = false;
   double unanswered_since_ = 0;
 };
