@@ -44,7 +44,7 @@ class FetchConfig:
     connect_timeout / read_timeout: per attempt; read_timeout bounds the gap
         between two received chunks.  With ``adaptive``, a host that has
         answered gets a shorter connect timeout: 4x its fastest answer, at
-        least 0.3 s, doubled after each one that expires (a full accept queue
+        least 0.1 s, doubled after each one that expires (a full accept queue
         drops connections, and the kernel tries again only after 1 s).
     deadline: total time for one URL, retries and backoff included.
     retries: extra attempts after a retryable failure (connection, timeout,
