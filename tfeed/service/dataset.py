@@ -97,6 +97,7 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
     fetch_kwargs(plan.fetch_config)  # ValueError now for schemes the op cannot read
     check_classes(plan.num_classes)
     settings = plan.service
+    shared = settings.job_name is not None  # trainers sharing a job: one job, one set of shard paths
     datasets = []
     for selection in plan.selections:
         name = selection.subset
@@ -113,10 +114,9 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
 
         def stage(epoch: int, selection=selection, root=root) -> EpochStaging:
             return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index,
-                                owned=_spent(root, epoch, shared=settings.job_name is not None))
+                                owned=_spent(root, epoch, shared))
 
-        reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout,
-                                shared=settings.job_name is not None)
+        reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout, shared=shared)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
             tf.TensorSpec([None, *plan.image_size, 3], tf.uint8), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.string)))
