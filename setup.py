@@ -18,6 +18,8 @@ setup(
         # 3.12: TCPConnector(socket_factory=) for the address policy; 3.13.3: bounded decompression (CVE-2025-69223).
         "aiohttp>=3.13.3",
         "opencv-python-headless",
+        # AVIF: a third less CPU than OpenCV's decoder, and its irot/imir orientation applied.
+        "pillow>=11.3",
     ],
     extras_require={
         "parquet": ["pyarrow"],

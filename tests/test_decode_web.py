@@ -1,7 +1,7 @@
 """The web's awkward images through the whole pipeline, served over loopback.
 
 EXIF orientations 1-8 upright on both fetch engines, from the cache and in a
-recipe's fused JPEG crop; AVIF, animated WebP, ICO and TIFF delivered; HEIC
+recipe's fused JPEG crop, and AVIFs turned by their own boxes; AVIF, animated WebP, ICO and TIFF delivered; HEIC
 counted unsupported_format; transparency composited; pixel bombs counted
 too_large with the process's peak memory bounded.
 """
@@ -127,6 +127,17 @@ def test_rare_formats_reach_a_decoder(server, engine):
         np.testing.assert_allclose(images[name], EXPECTED, atol=2)
     assert_upright(images["photo.avif"], tolerance=8)
     assert_upright(images["favicon.ico"], tolerance=8)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_avif_turned_by_its_irot_and_imir_boxes_comes_out_upright(engine):
+    """AVIF carries its orientation in irot/imir boxes, not EXIF (OpenCV's decoder ignores them)."""
+    files = {f"o{o}.avif": web.avif(PICTURE, quality=95, orientation=o) for o in web.ORIENTATIONS}
+    with ImageServer(files) as avif_server:
+        images, failures = run(avif_server, sorted(files), engine)
+    assert failures == {} and sorted(images) == sorted(files)
+    for name in files:
+        assert_upright(images[name], tolerance=8)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -4,7 +4,8 @@ The shape is the tf.data tutorial's ``map(fetch)``, with the network work moved
 out of tf.data's threads::
 
     (url, label) --batch(group_size)--> map(TfeedFetch, num_parallel_calls=2*max_in_flight/group_size)
-        --map(record: counters, failures to Python, keep rows)--> --unbatch--> (body, label, url)
+        --map(record: failures to Python, retries, cache growth)--> --map(transcode, parallel)--> --unbatch-->
+        (body, label, url)
 
 ``TfeedFetch`` is an async kernel: it hands its URLs to the process-wide
 libcurl loop and returns at once, so no tf.data thread waits on the network.
@@ -22,11 +23,14 @@ request slots idle (measured at 100 ms latency, 2,000 JPEGs: 16 groups of 16
 fetched 1,300-1,750 images/s, 32 groups 1,800-2,100).  The ``record`` step
 runs no Python for a group without failures: its counters (fetched, bytes,
 retries, cache hits) are one CPU variable that :class:`GraphCounters` adds to,
-and ``TfeedKeepRows`` drops failed rows; a group with a failure or a rare
-format (TIFF, JPEG 2000, PNM: PNG-transcoded with OpenCV) calls one
+and ``TfeedKeepRows`` drops failed rows; a group with a failure calls one
 ``py_function`` behind one ``tf.cond`` (each ``tf.cond`` costs every
 iterator ~4 ms to instantiate).  A ``py_function`` per group had cost ~2% of
-throughput on 2 cores.  Bodies cross into Python only for the rows to transcode.
+throughput on 2 cores.  The ``transcode`` step does the same for groups
+holding a rare format (AVIF, animated WebP, TIFF, ...), in parallel: one at
+a time, it held the modern-web corpus (1 in 10 an AVIF, ~25 ms each) to 86
+images/s where parallel gives 106 (``benchmarks/bench_decode.py``).  Bodies
+cross into Python only for the rows to transcode.
 
 :func:`fetch_native_graph` is the same fetch without any ``py_function``: it
 keeps failures, with their reason, for pipelines that run where Python cannot
@@ -97,57 +101,82 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     if cache is not None:  # entries the op found corrupt (and deleted) count in cache.corrupt_entries
         cache.add_corrupt_source("native", lambda: int(ops.tfeed_cache_corrupt(cache.directory)))
 
-    def settle(urls, bodies, reasons, details, written):
-        """Python for a group the op flagged: count and handle its failures,
-        PNG-transcode its rare formats, report ``written`` cache bytes when
-        due.  Returns ``keep [n]``, the transcoded rows with their new bodies
-        (bodies are read only for those) and the cache bytes reported."""
-        keep, rows, pngs = [], [], []
+    def failed(failures):
+        """Count and hand to the policy each ``(url, reason, detail)`` (bytes)."""
+        for url, reason, detail in failures:
+            failure = errors.Failure(url.decode(errors="replace"), reason.decode(), detail.decode(errors="replace"))
+            stats.record_failure(failure)
+            handle(failure)
+
+    def settle(urls, reasons, details, written):
+        """Python for a group with a failure or cache growth due: count and
+        handle its failures, report ``written`` cache bytes when due.
+        Returns the cache bytes reported."""
         try:
             reported = unreported.report(int(written)) if unreported is not None else 0
-            for row, (url, reason, detail) in enumerate(zip(urls.numpy(), reasons.numpy(), details.numpy())):
-                if not reason and detail:  # a success in a format tf.io cannot decode
-                    png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover)
-                    if png is not None:
-                        keep.append(True), rows.append(row), pngs.append(png)
-                        continue
-                    reason, detail = errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail
-                keep.append(not reason)
-                if reason:
-                    failure = errors.Failure(url.decode(errors="replace"), reason.decode(),
-                                             detail.decode(errors="replace"))
-                    stats.record_failure(failure)
-                    handle(failure)
+            failed((url, reason, detail) for url, reason, detail
+                   in zip(urls.numpy(), reasons.numpy(), details.numpy()) if reason)
         except Exception as exc:  # the policy (or eviction) raised: the accounting stage re-raises it
             stats.fail(exc)
             raise
-        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object), np.int64(reported)
+        return np.int64(reported)
+
+    def transcode(urls, bodies, details):
+        """PNG-transcode a group's rows in formats tf.io cannot decode (a
+        non-empty ``detail``; bodies are read only for those).  Returns
+        ``keep [n]`` (False: unreadable, counted as ``decode_error``) and the
+        transcoded rows with their new bodies."""
+        keep, rows, pngs, unreadable = [], [], [], []
+        try:
+            for row, (url, detail) in enumerate(zip(urls.numpy(), details.numpy())):
+                png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover) if detail else None
+                keep.append(png is not None or not detail)
+                if png is not None:
+                    rows.append(row), pngs.append(png)
+                elif detail:
+                    unreadable.append((url, errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail))
+            failed(unreadable)
+        except Exception as exc:  # the policy raised: the accounting stage re-raises it
+            stats.fail(exc)
+            raise
+        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object)
 
     def record_op(bodies, labels, urls, reasons, attempts, details):
+        """Sequential, one group at a time: failures, retries, cache growth."""
         ok = tf.equal(reasons, "")
-        clean = tf.logical_and(ok, tf.equal(details, ""))
-        quiet = tf.reduce_all(clean)
+        quiet = tf.reduce_all(ok)
         written = tf.constant(0, tf.int64)
         if unreported is not None:  # the cache entries this group added, not yet reported
             written = unreported.add(tf.where(tf.logical_and(ok, attempts > 0),
                                               tf.cast(tf.strings.length(bodies), tf.int64) + HEADER_BYTES, 0))
             quiet = tf.logical_and(quiet, written < unreported.every)
 
-        def flagged():  # one cond, Python only for a group with a failure, a format to transcode, cache growth
-            keep, rows, pngs, reported = tf.py_function(settle, [urls, bodies, reasons, details, written],
-                                                        [tf.bool, tf.int64, tf.string, tf.int64],
-                                                        name="tfeed_native_settle")
-            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
+        def flagged():  # one cond, Python only for a group with a failure or cache growth
+            reported = tf.py_function(settle, [urls, reasons, details, written], tf.int64, name="tfeed_native_settle")
             done = [unreported.subtract(reported)] if unreported is not None else []
             with tf.control_dependencies(done):
-                return tf.ensure_shape(keep, [None]), tf.identity(settled)
+                return tf.identity(reported)
 
-        keep, bodies = tf.cond(quiet, lambda: (clean, bodies), flagged)
+        settled = tf.cond(quiet, lambda: tf.constant(0, tf.int64), flagged)
         attempts = tf.cast(attempts, tf.int64)
+        counted = counters.add(retries=tf.reduce_sum(tf.maximum(attempts - 1, 0)))
+        with tf.control_dependencies([settled, counted]):
+            return tuple(core.tfeed_keep_rows(ok, [bodies, labels, urls, attempts, details]))
+
+    def transcode_op(bodies, labels, urls, attempts, details):
+        """Parallel: transcode the rare formats (OpenCV and Pillow release the
+        GIL; on the modern-web corpus an AVIF costs ~25 ms), count the rows kept."""
+        def rare():  # one cond, Python only for a group with a format to transcode
+            keep, rows, pngs = tf.py_function(transcode, [urls, bodies, details], [tf.bool, tf.int64, tf.string],
+                                              name="tfeed_native_transcode")
+            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
+            return tf.ensure_shape(keep, [None]), settled
+
+        plain = tf.equal(details, "")
+        keep, bodies = tf.cond(tf.reduce_all(plain), lambda: (plain, bodies), rare)
         counted = counters.add(
             fetched=tf.reduce_sum(tf.cast(keep, tf.int64)),
             bytes=tf.reduce_sum(tf.where(keep, tf.cast(tf.strings.length(bodies), tf.int64), 0)),
-            retries=tf.reduce_sum(tf.maximum(attempts - 1, 0)),
             cache_hits=tf.reduce_sum(tf.cast(tf.logical_and(keep, tf.equal(attempts, 0)), tf.int64))
             if cache is not None else 0)
         with tf.control_dependencies([counted]):
@@ -157,7 +186,8 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
         groups = _grouped(dataset, group_size)
         groups = groups if ordered else with_lot(groups)
         fetched = groups.map(fetch_group, num_parallel_calls=calls, deterministic=ordered)
-        return fetched.map(record_op).unbatch()
+        recorded = fetched.map(record_op)
+        return recorded.map(transcode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered).unbatch()
 
     return apply
 

@@ -59,9 +59,16 @@ def exif_jpeg(upright: np.ndarray, orientation: int, quality: int = 90, subsampl
                  exif=exif.tobytes())
 
 
-def avif(image: np.ndarray, quality: int = 80) -> bytes:
-    """AVIF bytes (RGB, or RGBA for ``[H, W, 4]``)."""
-    return _save(_pil(image), "AVIF", quality=quality)
+def avif(image: np.ndarray, quality: int = 80, orientation: int = 1) -> bytes:
+    """AVIF bytes (RGB, or RGBA for ``[H, W, 4]``).  ``orientation`` 2-8:
+    ``image`` is the upright picture, stored turned (:func:`to_stored`) with
+    the ``irot`` / ``imir`` boxes that turn it back (Pillow writes them from
+    an EXIF orientation)."""
+    if orientation == 1:
+        return _save(_pil(image), "AVIF", quality=quality)
+    exif = _require("PIL.Image").Exif()
+    exif[0x0112] = int(orientation)
+    return _save(_pil(to_stored(image, orientation)), "AVIF", quality=quality, exif=exif.tobytes())
 
 
 def animated_webp(frames, duration_ms: int = 100) -> bytes:
