@@ -141,6 +141,23 @@ def test_an_avif_turned_by_its_irot_and_imir_boxes_comes_out_upright(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_an_avif_no_decoder_reads_is_one_decode_error(engine):
+    good = web.avif(PICTURE, quality=90)
+    files = {"good.avif": good, "cut.avif": good[:len(good) // 2], "o1.jpg": web.exif_jpeg(PICTURE, 1)}
+    with ImageServer(files) as avif_server:
+        names = sorted(files)
+        rows = [(avif_server.url(name), i) for i, name in enumerate(names)]
+        ds = tfeed.image_dataset_from_urls(rows, image_size=SIZE, batch_size=None, shuffle=False, fetch_engine=engine)
+        delivered = sorted(names[int(label)] for _, label in ds)
+        snapshot = ds.stats.snapshot()
+        cut_url = avif_server.url("cut.avif")
+    assert delivered == ["good.avif", "o1.jpg"]
+    assert snapshot["failures"] == {"decode_error": 1}
+    assert [f.url for f in ds.stats.failed_urls(5)] == [cut_url]
+    assert snapshot["fetched"] == 2, snapshot
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_transparency_is_composited(server, engine):
     names = ["alpha.png", "alpha.webp", "alpha.avif"]
     for background, left in (((255, 255, 255), (255, 255, 255)), ((0, 128, 0), (0, 128, 0)), (None, (255, 0, 0))):

@@ -4,7 +4,7 @@ The shape is the tf.data tutorial's ``map(fetch)``, with the network work moved
 out of tf.data's threads::
 
     (url, label) --batch(group_size)--> map(TfeedFetch, num_parallel_calls=2*max_in_flight/group_size)
-        --map(record: failures to Python, retries, cache growth)--> --map(transcode, parallel)--> --unbatch-->
+        + transcode rare formats --map(record: counters, failures to Python, keep rows)--> --unbatch-->
         (body, label, url)
 
 ``TfeedFetch`` is an async kernel: it hands its URLs to the process-wide
@@ -26,11 +26,12 @@ retries, cache hits) are one CPU variable that :class:`GraphCounters` adds to,
 and ``TfeedKeepRows`` drops failed rows; a group with a failure calls one
 ``py_function`` behind one ``tf.cond`` (each ``tf.cond`` costs every
 iterator ~4 ms to instantiate).  A ``py_function`` per group had cost ~2% of
-throughput on 2 cores.  The ``transcode`` step does the same for groups
-holding a rare format (AVIF, animated WebP, TIFF, ...), in parallel: one at
-a time, it held the modern-web corpus (1 in 10 an AVIF, ~25 ms each) to 86
-images/s where parallel gives 106 (``benchmarks/bench_decode.py``).  Bodies
-cross into Python only for the rows to transcode.
+throughput on 2 cores.  Groups holding a rare format (AVIF, animated WebP,
+TIFF, ...) are transcoded the same way, in the parallel fetch map: in the
+sequential ``record`` step, they held the modern-web corpus (1 in 10 an
+AVIF, ~25 ms each) to 86 images/s where the parallel map gives 111
+(``benchmarks/bench_decode.py``).  Bodies cross into Python only for the
+rows to transcode.
 
 :func:`fetch_native_graph` is the same fetch without any ``py_function``: it
 keeps failures, with their reason, for pipelines that run where Python cannot
@@ -121,34 +122,52 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
             raise
         return np.int64(reported)
 
-    def transcode(urls, bodies, details):
-        """PNG-transcode a group's rows in formats tf.io cannot decode (a
-        non-empty ``detail``; bodies are read only for those).  Returns
-        ``keep [n]`` (False: unreadable, counted as ``decode_error``) and the
-        transcoded rows with their new bodies."""
-        keep, rows, pngs, unreadable = [], [], [], []
-        try:
-            for row, (url, detail) in enumerate(zip(urls.numpy(), details.numpy())):
-                png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover) if detail else None
-                keep.append(png is not None or not detail)
-                if png is not None:
-                    rows.append(row), pngs.append(png)
-                elif detail:
-                    unreadable.append((url, errors.DECODE_ERROR.encode(), b"OpenCV could not read " + detail))
-            failed(unreadable)
-        except Exception as exc:  # the policy raised: the accounting stage re-raises it
-            stats.fail(exc)
-            raise
-        return keep, np.array(rows, np.int64), np.array(pngs, dtype=object)
+    def transcode(bodies, reasons, details):
+        """PNG-transcode a group's rows in formats tf.io cannot decode (no
+        reason, a non-empty ``detail``; bodies are read only for those).
+        Returns the transcoded rows ``[k, 1]`` and their new bodies, then the
+        rows no decoder read and their failure details."""
+        rows, pngs, unread, why = [], [], [], []
+        for row, (reason, detail) in enumerate(zip(reasons.numpy(), details.numpy())):
+            if reason or not detail:
+                continue
+            png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover)
+            if png is None:
+                unread.append(row), why.append(b"OpenCV could not read " + detail)
+            else:
+                rows.append(row), pngs.append(png)
+        return (np.array(rows, np.int64).reshape(-1, 1), np.array(pngs, dtype=object),
+                np.array(unread, np.int64).reshape(-1, 1), np.array(why, dtype=object))
 
-    def record_op(bodies, labels, urls, reasons, attempts, details):
-        """Sequential, one group at a time: failures, retries, cache growth."""
+    def fetch_and_transcode(*group):
+        """``fetch_group``, then its rare formats transcoded, within the
+        parallel fetch map (OpenCV and Pillow release the GIL; on the
+        modern-web corpus an AVIF costs ~25 ms): rows no decoder reads become
+        ``decode_error`` failures.  Adds ``sizes [n]``, the bodies' lengths as
+        fetched (and cached)."""
+        bodies, labels, urls, reasons, attempts, details = fetch_group(*group)
+        sizes = tf.cast(tf.strings.length(bodies), tf.int64)
+
+        def rare():  # one cond, Python only for a group with a format to transcode
+            rows, pngs, unread, why = tf.py_function(transcode, [bodies, reasons, details],
+                                                     [tf.int64, tf.string, tf.int64, tf.string],
+                                                     name="tfeed_native_transcode")
+            unread_reasons = tf.fill(tf.shape(why), errors.DECODE_ERROR)
+            return (tf.tensor_scatter_nd_update(bodies, rows, pngs),
+                    tf.tensor_scatter_nd_update(reasons, unread, unread_reasons),
+                    tf.tensor_scatter_nd_update(details, unread, why))
+
+        plain = tf.logical_or(tf.not_equal(reasons, ""), tf.equal(details, ""))
+        bodies, reasons, details = tf.cond(tf.reduce_all(plain), lambda: (bodies, reasons, details), rare)
+        return bodies, labels, urls, reasons, attempts, details, sizes
+
+    def record_op(bodies, labels, urls, reasons, attempts, details, sizes):
+        """One group at a time: failures, counters, cache growth; keeps the images."""
         ok = tf.equal(reasons, "")
         quiet = tf.reduce_all(ok)
         written = tf.constant(0, tf.int64)
         if unreported is not None:  # the cache entries this group added, not yet reported
-            written = unreported.add(tf.where(tf.logical_and(ok, attempts > 0),
-                                              tf.cast(tf.strings.length(bodies), tf.int64) + HEADER_BYTES, 0))
+            written = unreported.add(tf.where(tf.logical_and(ok, attempts > 0), sizes + HEADER_BYTES, 0))
             quiet = tf.logical_and(quiet, written < unreported.every)
 
         def flagged():  # one cond, Python only for a group with a failure or cache growth
@@ -159,35 +178,20 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
 
         settled = tf.cond(quiet, lambda: tf.constant(0, tf.int64), flagged)
         attempts = tf.cast(attempts, tf.int64)
-        counted = counters.add(retries=tf.reduce_sum(tf.maximum(attempts - 1, 0)))
-        with tf.control_dependencies([settled, counted]):
-            return tuple(core.tfeed_keep_rows(ok, [bodies, labels, urls, attempts, details]))
-
-    def transcode_op(bodies, labels, urls, attempts, details):
-        """Parallel: transcode the rare formats (OpenCV and Pillow release the
-        GIL; on the modern-web corpus an AVIF costs ~25 ms), count the rows kept."""
-        def rare():  # one cond, Python only for a group with a format to transcode
-            keep, rows, pngs = tf.py_function(transcode, [urls, bodies, details], [tf.bool, tf.int64, tf.string],
-                                              name="tfeed_native_transcode")
-            settled = tf.tensor_scatter_nd_update(bodies, tf.reshape(rows, [-1, 1]), tf.reshape(pngs, [-1]))
-            return tf.ensure_shape(keep, [None]), settled
-
-        plain = tf.equal(details, "")
-        keep, bodies = tf.cond(tf.reduce_all(plain), lambda: (plain, bodies), rare)
         counted = counters.add(
-            fetched=tf.reduce_sum(tf.cast(keep, tf.int64)),
-            bytes=tf.reduce_sum(tf.where(keep, tf.cast(tf.strings.length(bodies), tf.int64), 0)),
-            cache_hits=tf.reduce_sum(tf.cast(tf.logical_and(keep, tf.equal(attempts, 0)), tf.int64))
+            fetched=tf.reduce_sum(tf.cast(ok, tf.int64)),
+            bytes=tf.reduce_sum(tf.where(ok, tf.cast(tf.strings.length(bodies), tf.int64), 0)),
+            retries=tf.reduce_sum(tf.maximum(attempts - 1, 0)),
+            cache_hits=tf.reduce_sum(tf.cast(tf.logical_and(ok, tf.equal(attempts, 0)), tf.int64))
             if cache is not None else 0)
-        with tf.control_dependencies([counted]):
-            return tuple(core.tfeed_keep_rows(keep, [bodies, labels, urls]))
+        with tf.control_dependencies([settled, counted]):
+            return tuple(core.tfeed_keep_rows(ok, [bodies, labels, urls]))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
         groups = _grouped(dataset, group_size)
         groups = groups if ordered else with_lot(groups)
-        fetched = groups.map(fetch_group, num_parallel_calls=calls, deterministic=ordered)
-        recorded = fetched.map(record_op)
-        return recorded.map(transcode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered).unbatch()
+        fetched = groups.map(fetch_and_transcode, num_parallel_calls=calls, deterministic=ordered)
+        return fetched.map(record_op).unbatch()
 
     return apply
 
