@@ -243,3 +243,24 @@ def test_concurrent_callers(ops, server, small_images):
         thread.join()
     for k, got in results.items():
         assert [b for b, _, _, _ in got] == [small_images[names[(k + i) % len(names)]] for i in range(20)]
+
+
+def test_the_loop_thread_asks_for_short_time_slices(ops, server, jpg):
+    """The loop starts paced requests on time next to busy decode threads:
+    on Linux 6.12+ (EEVDF, where a fair task's slice is settable) its slice is 0.1 ms."""
+    import glob
+    import os
+    import platform
+
+    release = tuple(int(part) for part in platform.release().split(".")[:2] if part.isdigit())
+    assert fetch(ops, [server.url(jpg)])[0][1] == ""  # the loop thread exists
+    slices = {}
+    for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
+        try:
+            name, sched = open(task + "/comm").read().strip(), open(task + "/sched").read()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        slices.update({name: int(line.split(":")[1]) for line in sched.splitlines() if line.startswith("se.slice")})
+    if release < (6, 12) or "tfeed-fetch" not in slices:
+        pytest.skip(f"kernel {platform.release()} has no settable slice for fair tasks")
+    assert slices["tfeed-fetch"] == 100_000, slices

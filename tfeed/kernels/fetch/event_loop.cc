@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +22,33 @@ namespace {
 
 std::mutex g_mu;
 Fetcher* g_fetcher = nullptr;
+
+// Asks the scheduler for the shortest time slices (0.1 ms) on the calling
+// thread: on Linux 6.12+ (EEVDF) a fair task's sched_runtime is its slice, and
+// a shorter slice lets it preempt a running task sooner when it wakes; no
+// privilege needed, nice unchanged.  The loop shares cores with tf.data's
+// decode threads and must start a paced host's requests on time.  Measured
+// with the client on one core against nginx limit_req 200 r/s (no burst): the
+// loop waited 2.0 s on the run queue over 1,000 images and fetched 143-145
+// images/s with the default slices, 1.6 s and 153-155/s with 0.1 ms ones
+// (fetching alone, no decoding on that core: 181/s).  Older kernels ignore
+// the field; a refused call changes nothing.
+void AskForShortSlices() {
+#ifdef SYS_sched_setattr
+  struct {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+  } attr{};
+  attr.size = sizeof attr;  // SCHED_ATTR_SIZE_VER0 (48 bytes)
+  attr.policy = 0;          // SCHED_OTHER
+  attr.nice = getpriority(PRIO_PROCESS, 0);
+  attr.runtime = 100 * 1000;  // ns
+  syscall(SYS_sched_setattr, 0, &attr, 0);
+#endif
+}
 
 void ShutdownAtExit() {
   std::lock_guard<std::mutex> lock(g_mu);
@@ -153,6 +182,7 @@ int Fetcher::OnTimer(CURLM*, long timeout_ms, void* self) {
 
 // -- loop ----------------------------------------------------------------------
 void Fetcher::Loop() {
+  AskForShortSlices();
   std::vector<epoll_event> events(256);
   while (true) {
     if (!Intake()) break;
