@@ -1,8 +1,8 @@
 """Recognise image bytes by their magic numbers and headers, before any decoding.
 
-``tf.io`` reads JPEG, PNG, GIF, BMP and (still) WebP.  Other formats that
-OpenCV reads (AVIF, animated WebP: first frame, TIFF, JPEG 2000, PNM, ...)
-and ICO are transcoded here (BMP, or PNG with alpha) so the graph decoder can take them;
+``tf.io`` reads JPEG, PNG, GIF, BMP and (still) WebP.  AVIF (Pillow), other
+formats that OpenCV reads (animated WebP: first frame, TIFF, JPEG 2000, PNM,
+...) and ICO are transcoded here (BMP, or PNG with alpha) so the graph decoder can take them;
 formats no installed decoder reads (HEIC) count as ``unsupported_format``;
 anything else counts as ``not_image``.  A header declaring more than
 ``max_pixels`` pixels counts as ``too_large`` before anything decodes it.
