@@ -212,6 +212,8 @@ def test_datasets_with_different_caps_keep_their_own_window_for_a_host():
     images = _images(64)
     with ImageServer(images) as server:
         urls = [server.url(name) for name in sorted(images)]
+        earlier = tfeed.image_dataset_from_urls(urls * 2, labels=None, image_size=(32, 32), shuffle=False)
+        assert _epoch(earlier) == 128  # the host's default state has more requests than the narrow one will
         narrow = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
                                                fetch_config=FetchConfig(connections_per_host=2))
         assert _epoch(narrow) == 64

@@ -102,21 +102,18 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
     if cache is not None:  # entries the op found corrupt (and deleted) count in cache.corrupt_entries
         cache.add_corrupt_source("native", lambda: int(ops.tfeed_cache_corrupt(cache.directory)))
 
-    def failed(failures):
-        """Count and hand to the policy each ``(url, reason, detail)`` (bytes)."""
-        for url, reason, detail in failures:
-            failure = errors.Failure(url.decode(errors="replace"), reason.decode(), detail.decode(errors="replace"))
-            stats.record_failure(failure)
-            handle(failure)
-
     def settle(urls, reasons, details, written):
         """Python for a group with a failure or cache growth due: count and
         handle its failures, report ``written`` cache bytes when due.
         Returns the cache bytes reported."""
         try:
             reported = unreported.report(int(written)) if unreported is not None else 0
-            failed((url, reason, detail) for url, reason, detail
-                   in zip(urls.numpy(), reasons.numpy(), details.numpy()) if reason)
+            for url, reason, detail in zip(urls.numpy(), reasons.numpy(), details.numpy()):
+                if reason:
+                    failure = errors.Failure(url.decode(errors="replace"), reason.decode(),
+                                             detail.decode(errors="replace"))
+                    stats.record_failure(failure)
+                    handle(failure)
         except Exception as exc:  # the policy (or eviction) raised: the accounting stage re-raises it
             stats.fail(exc)
             raise
@@ -133,7 +130,7 @@ def fetch_native(config: FetchConfig, stats: Stats, *, on_error: ErrorPolicy = "
                 continue
             png = sniff.transcode_to_png(bodies[row].numpy(), transcode_cover)
             if png is None:
-                unread.append(row), why.append(b"OpenCV could not read " + detail)
+                unread.append(row), why.append(b"could not read " + detail)  # as the Python engine says
             else:
                 rows.append(row), pngs.append(png)
         return (np.array(rows, np.int64).reshape(-1, 1), np.array(pngs, dtype=object),
@@ -231,18 +228,21 @@ class HostTable:
     def __init__(self, ops):
         self._ops = ops
         self._throttled_before = self._throttled()
-        self._requests_before = {row["host"]: row["requests"] for row in self._all_rows()}
+        self._requests_before = {entry: row["requests"] for entry, row in self._all_rows()}
 
     def rows(self) -> list:
-        return [row for row in self._all_rows()
-                if row["requests"] > self._requests_before.get(row["host"], -1) or row["in_flight"] or row["queued"]]
+        return [row for entry, row in self._all_rows()
+                if row["requests"] > self._requests_before.get(entry, -1) or row["in_flight"] or row["queued"]]
 
     def _all_rows(self) -> list:
-        hosts, counts, state = (t.numpy() for t in self._ops.tfeed_host_stats())
-        return [{"host": host.decode(errors="replace"), **dict(zip(self.COUNTS, map(int, row))),
-                 "window": round(float(window), 1), "paced_rps": round(float(rps), 1) if rps > 0 else None,
-                 "paused_s": round(float(paused), 2)}
-                for host, row, (window, rps, paused) in zip(hosts, counts, state)]
+        """``(entry, row)`` per host state: ``entry`` is the op's name for it (the host, a
+        newline, its limiter's shape), unique where datasets with other caps share a host."""
+        entries, counts, state = (t.numpy() for t in self._ops.tfeed_host_stats())
+        return [(entry, {"host": entry.split(b"\n")[0].decode(errors="replace") or "(local)",
+                         **dict(zip(self.COUNTS, map(int, row))),
+                         "window": round(float(window), 1), "paced_rps": round(float(rps), 1) if rps > 0 else None,
+                         "paused_s": round(float(paused), 2)})
+                for entry, row, (window, rps, paused) in zip(entries, counts, state)]
 
     def _throttled(self) -> int:
         return int(self._ops.tfeed_host_stats()[1].numpy()[:, 3].sum())

@@ -248,8 +248,8 @@ def _pillow_avif(data: bytes, cover: Optional[Tuple[int, int]]):
             ratio = cover_ratio(height, width, cover)
             if ratio > 1 and not alpha:  # Pillow reduces RGBA premultiplied: the colour under alpha 0 would be lost
                 image = image.reduce(ratio)
-            if orientation in _pillow_turns():
-                image = image.transpose(_pillow_turns()[orientation])
+            turn = _pillow_turns().get(orientation)
+            image = image.transpose(turn) if turn is not None else image
             pixels = np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except Exception:  # noqa: BLE001 - unreadable here: OpenCV gets its turn
         return None

@@ -102,7 +102,8 @@ void HostTable::Publish(double now) {
   for (const auto& entry : hosts_) {
     const Host& h = *entry.second;
     const double gap = h.limiter.gap();
-    rows.push_back(HostRow{h.key.empty() ? "(local)" : h.key, h.requests, h.images, h.failures,
+    // The entry (host, newline, limiter shape): one host's states for datasets with other caps stay apart.
+    rows.push_back(HostRow{entry.first, h.requests, h.images, h.failures,
                            h.limiter.throttles(), static_cast<int64_t>(h.queue.size()), h.limiter.in_flight(),
                            h.limiter.window(), gap > 0 ? 1 / gap : 0.0,
                            std::max(0.0, h.limiter.paused_until() - now)});

@@ -112,7 +112,9 @@ REGISTER_OP("TfeedHostStats")
     .Output("state: float")
     .SetIsStateful()
     .Doc(R"doc(
-The fetch loop's hosts (process-wide): hosts[n]; counts[n, 6] = requests,
+The fetch loop's host states (process-wide): hosts[n], each "<host>\n<limiter
+shape>" (one host has a state per shape of the datasets asking it; "" for
+local files); counts[n, 6] = requests,
 images, failures, throttles (429/503/refused answers), queued, in flight;
 state[n, 3] = window, paced requests/s (0: unpaced), seconds of pause left.
 Refreshed by the loop every 50 ms.
