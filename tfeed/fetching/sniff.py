@@ -23,7 +23,6 @@ from tfeed import contract, errors
 
 TF_FORMATS = contract.DECODABLE
 _MAY_HAVE_ALPHA = ("tiff",)  # decoded twice: IMREAD_COLOR applies its EXIF orientation, the alpha comes along
-_ORIENTATION_TAG = 0x0112
 _ONE_DECODE = ("avif", "webp")  # AVIF turns by its irot/imir boxes, not EXIF; an animated WebP carries no EXIF here
 
 
@@ -240,9 +239,11 @@ def _pillow_avif(data: bytes, cover: Optional[Tuple[int, int]]):
     import cv2
     import numpy as np
 
+    from tfeed.exif import ORIENTATION_TAG
+
     try:
         with Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
             width, height = image.size if orientation < 5 else image.size[::-1]
             alpha = "A" in image.getbands()
             ratio = cover_ratio(height, width, cover)

@@ -53,10 +53,15 @@ def _save(pil, fmt, **params) -> bytes:
 def exif_jpeg(upright: np.ndarray, orientation: int, quality: int = 90, subsampling: int = -1) -> bytes:
     """A JPEG of ``upright`` stored per ``orientation`` with that EXIF tag
     (``subsampling``: Pillow's chroma subsampling, 0 = 4:4:4; -1 its default)."""
+    return _save(_pil(to_stored(upright, orientation)), "JPEG", quality=quality, subsampling=subsampling,
+                 exif=_orientation_exif(orientation))
+
+
+def _orientation_exif(orientation: int) -> bytes:
+    """EXIF bytes holding only the Orientation tag."""
     exif = _require("PIL.Image").Exif()
     exif[0x0112] = int(orientation)
-    return _save(_pil(to_stored(upright, orientation)), "JPEG", quality=quality, subsampling=subsampling,
-                 exif=exif.tobytes())
+    return exif.tobytes()
 
 
 def avif(image: np.ndarray, quality: int = 80, orientation: int = 1) -> bytes:
@@ -66,9 +71,7 @@ def avif(image: np.ndarray, quality: int = 80, orientation: int = 1) -> bytes:
     an EXIF orientation)."""
     if orientation == 1:
         return _save(_pil(image), "AVIF", quality=quality)
-    exif = _require("PIL.Image").Exif()
-    exif[0x0112] = int(orientation)
-    return _save(_pil(to_stored(image, orientation)), "AVIF", quality=quality, exif=exif.tobytes())
+    return _save(_pil(to_stored(image, orientation)), "AVIF", quality=quality, exif=_orientation_exif(orientation))
 
 
 def animated_webp(frames, duration_ms: int = 100) -> bytes:
