@@ -285,6 +285,8 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path, monkeypat
     assert snap["failed"] == lost > 0, snap  # the dead worker's shards: what it had not sent is lost
     # the survivor finishes its share, then the watchdog waits stall_timeout once
     assert time.monotonic() - killed_at < 240 * 0.2 / 4 + stall + 15, elapsed
+    # the stalled job's reader was cancelled, not left blocked (heartbeating to a dead dispatcher)
+    assert not [t for t in threading.enumerate() if t.name == "tfeed-service-job"]
     lost_urls = [f.url for f in ds.stats.failed_urls(limit=1000)]
     assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
     assert len(set(lost_urls)) == lost and set(lost_urls) <= {url for url, _ in pairs}

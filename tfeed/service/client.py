@@ -16,12 +16,16 @@ With ``shared=True`` (trainers sharing a job through ``job_name``) each
 trainer receives only its share of the URLs, so the ones it did not receive
 are not counted as lost: a stall ends the epoch with a warning only.
 
-The thread left blocked in the stalled iterator is abandoned (TensorFlow
-offers no way to cancel it); it holds no lock and exits if it ever wakes.
+The reading thread of a stalled job is cancelled: its pending ``get_next``
+runs as a cancelable function, so the job's iterator ends with
+``CancelledError`` and is deleted, and its tf.data service client stops (a
+client left blocked would heartbeat to the dispatcher, and log each failed
+heartbeat once a second, until the process ends).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import queue
@@ -30,6 +34,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import cancellation  # the only way to cancel a pending get_next
 
 from tfeed import errors
 from tfeed.service.ledger import ShardLedger
@@ -117,8 +122,9 @@ class WatchdogReader:
 
     def _read_job(self, dataset: tf.data.Dataset, ledger: ShardLedger, shards, received_before: int):
         items: "queue.Queue" = queue.Queue(self._queue_size)
-        stop = threading.Event()
-        thread = threading.Thread(target=_pull, args=(dataset, items, stop), name="tfeed-service-job", daemon=True)
+        stop, cancel = threading.Event(), cancellation.CancellationManager()
+        thread = threading.Thread(target=_pull, args=(dataset, items, stop, cancel), name="tfeed-service-job",
+                                  daemon=True)
         thread.start()
         received = 0
         try:
@@ -142,6 +148,7 @@ class WatchdogReader:
                     yield delivered
         finally:
             stop.set()
+            cancel.start_cancel()  # a get_next still pending (stall, abandoned epoch) ends now
         if ledger.missing(shards) and not self._shared:  # the job ended without them: a worker was lost
             self._record_lost(ledger, shards, "the tf.data service job ended without this URL (worker lost)")
         return received
@@ -190,8 +197,10 @@ class WatchdogReader:
         self._handle(failure)
 
 
-def _pull(dataset, items: "queue.Queue", stop: threading.Event) -> None:
-    """Thread body: the epoch's elements (numpy) into ``items``, then ``_END``."""
+def _pull(dataset, items: "queue.Queue", stop: threading.Event, cancel) -> None:
+    """Thread body: the job's elements (numpy) into ``items``, then ``_END``.
+    ``cancel.start_cancel()`` ends a pending ``get_next`` (CancelledError:
+    nothing more is put)."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -202,10 +211,19 @@ def _pull(dataset, items: "queue.Queue", stop: threading.Event) -> None:
                 continue
         return False
 
+    iterator = iter(dataset)
+    get_next = cancel.get_cancelable_function(tf.function(iterator.get_next).get_concrete_function())
     try:
-        for element in dataset.as_numpy_iterator():
+        while True:
+            element = tf.nest.map_structure(lambda tensor: tensor.numpy(), get_next())
             if not put(element):
                 return
+    except tf.errors.OutOfRangeError:
         put(_END)
+    except tf.errors.CancelledError:
+        return
     except Exception as exc:  # noqa: BLE001 - handed to the reading side
         put(_Raised(exc))
+    finally:  # the traced function holds the iterator in reference cycles: free its client now
+        del get_next, iterator
+        gc.collect()
