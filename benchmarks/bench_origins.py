@@ -65,7 +65,8 @@ def make_origin(key: str, root: str, args):
 
 
 def measure(job: dict) -> dict:
-    """Fetch and decode ``job["urls"]`` with ``job["candidate"]``; see origin_peers for the result keys."""
+    """Fetch and decode ``job["urls"]`` with ``job["candidate"]``, ``job["epochs"]`` times in this
+    process; see origin_peers for the result keys (of the first epoch), and ``later_epochs``."""
     base = {"candidate": job["candidate"], "origin": job["origin"], "total": len(job["urls"])}
     if job["candidate"] == CEILING:
         return {**base, "status": "ok", **measure_ceiling(job)}
@@ -73,10 +74,14 @@ def measure(job: dict) -> dict:
         import origin_peers
 
         try:
-            return {**base, "status": "ok", **origin_peers.PEERS[job["candidate"]](job)}
+            epochs = [origin_peers.PEERS[job["candidate"]](job) for _ in range(job["epochs"])]
         except origin_peers.Unavailable as exc:
             return {**base, "status": "unavailable", "reason": str(exc)}
-    return {**base, "status": "ok", **measure_tfeed(job)}
+    else:
+        epochs = measure_tfeed(job)
+    later = [{"delivered": len(e["delivered_ids"]), "wall_s": e["wall_s"], "cut": e["cut"],
+              "images_per_s": len(e["delivered_ids"]) / e["wall_s"] if e["wall_s"] else 0.0} for e in epochs[1:]]
+    return {**base, "status": "ok", **epochs[0], "later_epochs": later}
 
 
 def tfeed_config(candidate: str, ca_file=None):
@@ -111,7 +116,8 @@ def _warm_up(job: dict, config) -> None:
     _warm.append(True)
 
 
-def measure_tfeed(job: dict) -> dict:
+def measure_tfeed(job: dict) -> list:
+    """One result per epoch over one dataset (what tfeed learned of the host carries over)."""
     import tfeed
 
     config, described = tfeed_config(job["candidate"], job.get("ca_file"))
@@ -120,6 +126,10 @@ def measure_tfeed(job: dict) -> dict:
     dataset = tfeed.image_dataset_from_urls(list(zip(urls, range(len(urls)))), image_size=tuple(job["image_size"]),
                                             batch_size=job["batch_size"], shuffle=False, fetch_config=config,
                                             fetch_engine=ENGINES.get(job["candidate"], "auto"))
+    return [_tfeed_epoch(dataset, job, described) for _ in range(job["epochs"])]
+
+
+def _tfeed_epoch(dataset, job: dict, described: str) -> dict:
     delivered, first, cut = [], None, False
     start = time.perf_counter()
     for _, labels in dataset:
@@ -224,7 +234,7 @@ def run_job(job: dict, origin, args) -> dict:
         result = _safe_measure(job)
     else:
         try:
-            result = common.run_worker([os.path.abspath(__file__)], job, timeout=job["time_cap"] + 120,
+            result = common.run_worker([os.path.abspath(__file__)], job, timeout=job["time_cap"] * job["epochs"] + 120,
                                        cpus=args.client_cpus)
         except common.WorkerError as exc:
             result = {"candidate": job["candidate"], "origin": job["origin"], "total": len(job["urls"]),
@@ -252,6 +262,9 @@ def parse_args(argv=None):
     parser.add_argument("--burst", type=int, default=0, help="limit_req burst (nodelay) at the limit_req origin")
     parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per candidate in one process (default 1); the tables show the first, "
+                             "and the last one too when > 1")
     parser.add_argument("--origins", default=None, help=f"comma-separated subset of {','.join(ORIGINS)}")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(CANDIDATES)}")
     parser.add_argument("--isolation", choices=("process", "inline"), default=None,
@@ -275,8 +288,8 @@ def parse_args(argv=None):
         if unknown:
             parser.error(f"--{flag}: unknown {unknown}; choose from {list(allowed)}")
         setattr(args, flag, [name for name in allowed if name in chosen])
-    if min(args.images, args.small_images, args.rounds) < 1 or args.time_cap <= 0:
-        parser.error("--images, --small-images, --rounds must be >= 1 and --time-cap > 0")
+    if min(args.images, args.small_images, args.rounds, args.epochs) < 1 or args.time_cap <= 0:
+        parser.error("--images, --small-images, --rounds, --epochs must be >= 1 and --time-cap > 0")
     return args
 
 
@@ -301,7 +314,7 @@ def main(argv=None) -> int:
                     job = {"candidate": candidate, "origin": key, "urls": origin.urls(names),
                            "files": [os.path.join(root, name) for name in names],
                            "ca_file": getattr(origin, "ca_file", None), "image_size": list(args.image_size),
-                           "batch_size": args.batch_size, "time_cap": args.time_cap}
+                           "batch_size": args.batch_size, "time_cap": args.time_cap, "epochs": args.epochs}
                     results[(key, candidate)].append(run_job(job, origin, args))
     rows = {key: summarize(runs) for key, runs in results.items()}
     summaries = [origin_summary(key, origins[key], rows, args.only) for key in origins]

@@ -63,7 +63,7 @@ def report(rows: dict, summaries: list, origins: dict, candidates: list, args, i
             lines.append([key, candidate, f"{row['delivered']}/{row['total']}", common.fmt(row["images_per_s"], 1),
                           common.fmt(row["wall_s"], 1) + (" (cut)" if row["cut"] else ""),
                           ", ".join(f"{k} {v}" for k, v in sorted(row["failures"].items())) or "—",
-                          common.fmt(seen["requests"] / max(1, row["delivered"]), 2), codes])
+                          common.fmt(seen["requests"] / max(1, _all_delivered(row)), 2), codes])
     main = common.markdown_table(["origin", "candidate", "delivered", "images/s", "wall s", "failures",
                                   "origin requests/image", "origin saw"], lines, align="llrrrlrl")
     per_origin, shown = [], [name for name in TFEED if name in candidates]
@@ -85,13 +85,40 @@ def report(rows: dict, summaries: list, origins: dict, candidates: list, args, i
         header += [f"{short}/s (delivered)", f"{short} × peer", f"{short} × capacity", f"{short} × ceiling",
                    f"{short} has all peer images"]
     table2 = common.markdown_table(header, per_origin, align="lrrlr" + "rrrrl" * len(shown))
+    later = _later_epochs(rows, origins, candidates) if args.epochs > 1 else []
     described = "\n".join(f"- `{k}`: {v['describe']}; {v['images']} images; capacity "
                           f"{common.fmt(v['capacity'])} images/s" for k, v in origins.items())
     return "\n".join([
         f"## Origin zoo: {info['cpus']} cores, {args.image_size[0]}x{args.image_size[1]}, batch {args.batch_size}, "
         f"best of {args.rounds} round(s), time cap {args.time_cap:g} s, isolation {args.isolation}"
         + (f", origins on core 0, clients on cores {sorted(args.client_cpus)}" if args.client_cpus else ""), "",
-        described, "", main, "", "### Per origin", "", table2])
+        described, "", main, "", "### Per origin", "", table2, *later])
+
+
+def _all_delivered(row: dict) -> int:
+    """Images delivered over all the epochs of a run (the origin's counts cover them all)."""
+    return row["delivered"] + sum(e["delivered"] for e in row.get("later_epochs", []))
+
+
+def _later_epochs(rows: dict, origins: dict, candidates: list) -> list:
+    """Lines of a table: the last epoch's images/s of each candidate (same process, same dataset:
+    tfeed starts it with what it learned of the host), and tfeed's ratio to the best complete peer."""
+    shown = [c for c in candidates if c != CEILING]
+    lines = []
+    for key in origins:
+        last = {c: rows[(key, c)]["later_epochs"][-1] for c in shown
+                if rows.get((key, c), {}).get("status") == "ok" and rows[(key, c)].get("later_epochs")}
+        peers = [last[c] for c in PEERS if c in last]
+        most = max((e["delivered"] for e in peers), default=0)
+        best = max((e["images_per_s"] for e in peers if e["delivered"] == most), default=None)
+        cells = [key] + [f"{common.fmt(last[c]['images_per_s'], 1)} ({last[c]['delivered']})" if c in last else "—"
+                         for c in shown]
+        ratio = last.get("tfeed", {}).get("images_per_s")
+        lines.append(cells + [common.fmt(ratio / best, 2, "×") if ratio and best else "—"])
+    epoch = len(next(iter(r.get("later_epochs", [None]) for r in rows.values()))) + 1
+    table = common.markdown_table(["origin", *[f"{c}/s" for c in shown], "tfeed × best peer"], lines,
+                                  align="l" + "r" * (len(shown) + 1))
+    return ["", f"### Epoch {epoch} (the same process and dataset)", "", table]
 
 
 

@@ -112,6 +112,20 @@ def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
     assert host._probe_at - 50.1 == pytest.approx(2 * quiet_after_one)
 
 
+def test_after_a_retry_after_pause_probes_wait_fifty_pauses():
+    """A failed probe pauses the host's whole queue again: probes come at most once per 50 pauses."""
+    host = limiter()
+    host.window, host.slow_start, host.ceiling = 17.0, False, 16.0  # probing above the known level
+    ticket = host.start(0.0)
+    host.overloaded(ticket, 0.1, status=503, retry_after=2.0)
+    assert host.window == 16.0
+    assert host._probe_at == pytest.approx(0.1 + 100.0)  # not 20 s (PROBE_QUIET_S doubled) after the cut
+    ticket = host.start(200.0)
+    host.window = 17.0  # probing above the known level, and shed again
+    host.overloaded(ticket, 200.1, status=503, retry_after=2.0)
+    assert host.window == 16.0 and host._probe_at == pytest.approx(200.1 + 100.0)  # doubling never shortens it
+
+
 def test_retry_after_pauses_the_host():
     host = limiter()
     ticket = host.start(0.0)

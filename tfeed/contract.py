@@ -141,6 +141,11 @@ LATENCY_SLACK_S = 0.002       # ignores sub-millisecond jitter on fast local ser
 LATENCY_SAMPLES = 64          # the floor is the minimum over the last 64-128 samples
 PROBE_QUIET_S = 10.0          # first quiet spell before probing above a known overload level
 MAX_PROBE_QUIET_S = 64.0
+# A failed probe against a host that answers overload with Retry-After pauses that host's whole
+# queue: its quiet spell is at least this many pauses, so failed probes cost it at most ~2% of its
+# time (shedding origin, Retry-After 1: a probe 10 s after the first pause failed and paused the
+# next epoch a second, 128 against 144 images/s).
+PAUSE_PROBE_QUIET = 50.0
 # A host's new connections get a connect timeout of this many times its latency floor
 # (at least one round trip; a connection takes one, three with TLS 1.2), at least
 # MIN_CONNECT_TIMEOUT_S, doubled per connect timeout since its last success, never above
@@ -170,7 +175,7 @@ SHEDS_PER_URL = 10
 # The limiter's constants, as the generated C++ header names them (kInitialWindow, ...).
 LIMITER_CONSTANTS = ("INITIAL_WINDOW", "MIN_WINDOW", "LATENCY_MIN_WINDOW", "OVERLOAD_DECREASE", "LATENCY_DECREASE", "LATENCY_TOLERANCE",
                      "SLOW_START_EXIT", "LATENCY_SMOOTHING", "LATENCY_SLACK_S", "LATENCY_SAMPLES",
-                     "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX",
+                     "PROBE_QUIET_S", "MAX_PROBE_QUIET_S", "PAUSE_PROBE_QUIET", "MAX_PAUSE_S", "HOST_PATIENCE_S", "PACE_RELAX",
                      "PACE_RELAX_FIRST", "PACE_BACKOFF", "PACE_MARGIN", "SHEDS_PER_URL",
                      "CONNECT_FLOOR_FACTOR", "MIN_CONNECT_TIMEOUT_S")
 

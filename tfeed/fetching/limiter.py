@@ -17,7 +17,8 @@ implements the same state machine and is checked against this one):
   The level the host served when it overloaded is remembered: the window
   regrows to it by about one per round trip, and probes above it only after
   ``PROBE_QUIET_S`` without overload, a spell that doubles with each failed
-  probe (a failed probe returns to the known level, no deeper cut).  That
+  probe (a failed probe returns to the known level, no deeper cut), and is at
+  least ``PAUSE_PROBE_QUIET`` times the host's last ``Retry-After`` pause.  That
   level is the larger of the most requests open among earlier successes and
   the successes among the requests open at the cut (the *burst*), never above
   the requests open before the shed one: in slow start the first bound lags a
@@ -189,6 +190,9 @@ class HostLimiter:
         if not self.adaptive:
             return
         fresh = seq > self._cut_seq
+        pause = None if retry_after is None else min(retry_after, contract.MAX_PAUSE_S)
+        if pause is not None and fresh:  # a failed probe would cost such a pause: probe rarely
+            self._probe_quiet = max(self._probe_quiet, contract.PAUSE_PROBE_QUIET * pause)
         if status == 429 and fresh:
             self._pace_settled = self.gap > 0
             self.gap = self._paced_gap()
@@ -199,8 +203,8 @@ class HostLimiter:
             self._cut(min(self.window * contract.OVERLOAD_DECREASE, level, served), now, overload=level,
                       served=self._served_level)
             self._served_level = 0
-        if retry_after is not None:
-            self._pause(now + min(retry_after, contract.MAX_PAUSE_S))
+        if pause is not None:
+            self._pause(now + pause)
         elif self.window <= contract.MIN_WINDOW and self._streak > 1:
             ceiling = min(self._max_backoff, self._backoff * 2 ** (self._streak - 2))
             fixed = ceiling * contract.BACKOFF_FIXED_SHARE
@@ -233,7 +237,7 @@ class HostLimiter:
         burst's successes raise it (see the module's docstring)."""
         probing = self.ceiling is not None and self.window > self.ceiling
         if overload and probing:  # the probe failed: back to the known level, probe later
-            self._probe_quiet = min(2 * self._probe_quiet, contract.MAX_PROBE_QUIET_S)
+            self._probe_quiet = max(self._probe_quiet, min(2 * self._probe_quiet, contract.MAX_PROBE_QUIET_S))
             target = max(self.ceiling, contract.MIN_WINDOW)
         elif overload:
             self.ceiling = max(min(overload, served or target), contract.MIN_WINDOW)

@@ -88,6 +88,9 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   if (!unanswered_) unanswered_ = true, unanswered_since_ = now;
   if (!adaptive_) return;
   const bool fresh = ticket.seq > cut_seq_;
+  const double pause = retry_after >= 0 ? std::min<double>(retry_after, c::kMaxPauseS) : -1;
+  // a failed probe would cost such a pause: probe rarely
+  if (pause >= 0 && fresh) probe_quiet_ = std::max(probe_quiet_, c::kPauseProbeQuiet * pause);
   if (status == 429 && fresh) {
     pace_settled_ = gap_ > 0;
     gap_ = PacedGap();
@@ -98,8 +101,8 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
     Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level, static_cast<double>(served_level_));
     served_level_ = 0;
   }
-  if (retry_after >= 0) {
-    Pause(now + std::min<double>(retry_after, c::kMaxPauseS));
+  if (pause >= 0) {
+    Pause(now + pause);
   } else if (window_ <= c::kMinWindow && streak_ > 1) {
     const double ceiling = std::min(max_backoff_, backoff_ * std::ldexp(1.0, static_cast<int>(streak_) - 2));
     const double fixed = ceiling * c::kBackoffFixedShare;
@@ -117,7 +120,7 @@ bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unansw
 void HostLimiter::Cut(double target, double now, double overload, double served) {
   const bool probing = has_ceiling_ && window_ > ceiling_;
   if (overload > 0 && probing) {  // the probe failed: back to the known level, probe later
-    probe_quiet_ = std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS);
+    probe_quiet_ = std::max(probe_quiet_, std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS));
     target = std::max<double>(ceiling_, c::kMinWindow);
   } else if (overload > 0) {
     ceiling_ = std::max<double>(std::min(overload, served > 0 ? served : target), c::kMinWindow);
