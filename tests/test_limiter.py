@@ -112,6 +112,18 @@ def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
     assert host._probe_at - 50.1 == pytest.approx(2 * quiet_after_one)
 
 
+def test_connect_timeouts_of_one_overflow_double_the_timeout_once():
+    """A full accept queue drops the SYNs of every connection opened meanwhile: one event."""
+    host = limiter()
+    host.succeeded(host.start(0.0), 0.001, 0.001)
+    burst = [host.start(1.0) for _ in range(6)]
+    for ticket in burst:
+        host.connect_missed(ticket)
+    assert host.connect_timeout(10.0) == pytest.approx(2 * contract.MIN_CONNECT_TIMEOUT_S)  # not 2 ** 6 x
+    host.connect_missed(host.start(1.2))  # a connection opened after that overflow: a new one
+    assert host.connect_timeout(10.0) == pytest.approx(4 * contract.MIN_CONNECT_TIMEOUT_S)
+
+
 def test_after_a_retry_after_pause_probes_wait_fifty_pauses():
     """A failed probe pauses the host's whole queue again: probes come at most once per 50 pauses."""
     host = limiter()
@@ -213,8 +225,8 @@ def test_a_new_connection_gets_a_few_latency_floors_not_the_configured_timeout()
     far = limiter()
     far.succeeded(far.start(0.0), 0.25, 0.25)  # a far host: 250 ms answers
     assert far.connect_timeout(10.0) == pytest.approx(contract.CONNECT_FLOOR_FACTOR * 0.25)
-    for misses in range(1, 8):  # each connect timeout doubles it, up to the configured one
-        far.connect_missed()
+    for misses in range(1, 8):  # each overflow's connect timeout doubles it, up to the configured one
+        far.connect_missed(far.start(1.0))
         assert far.connect_timeout(10.0) == pytest.approx(min(10.0, 2 ** misses * 1.0))
     far.succeeded(far.start(1.0), 0.25, 1.25)
     assert far.connect_timeout(10.0) == pytest.approx(1.0)  # a success resets the doubling

@@ -32,7 +32,7 @@ DRIVER = r"""
           std::cin >> latency;
           if (open.count(id)) host.Succeeded(open[id], latency, now), open.erase(id);
         } else if (op == "miss") {
-          host.ConnectMissed();
+          if (open.count(id)) host.ConnectMissed(open[id]);
         } else if (op == "over") {
           std::cin >> status >> retry_after;
           if (open.count(id)) host.Overloaded(open[id], now, status, retry_after, rng), open.erase(id);
@@ -51,8 +51,8 @@ def trace(seed, events=3000):
     now, next_id, open_ids, lines = 0.0, 0, [], []
     for _ in range(events):
         now += rng.choice([0.0, 0.0005, 0.003, 0.02, 0.2])
-        if rng.random() < 0.01:
-            lines.append(f"miss 0 {now!r}")
+        if open_ids and rng.random() < 0.02:
+            lines.append(f"miss {rng.choice(open_ids)} {now!r}")
             continue
         if not open_ids or rng.random() < 0.5:
             lines.append(f"start {next_id} {now!r}")
@@ -80,8 +80,8 @@ def replay(lines):
             tickets[request] = host.start(now)
         elif op == "ok" and request in tickets:
             host.succeeded(tickets.pop(request), float(rest[0]), now)
-        elif op == "miss":
-            host.connect_missed()
+        elif op == "miss" and request in tickets:
+            host.connect_missed(tickets[request])
         elif op == "over" and request in tickets:
             retry_after = float(rest[1])
             host.overloaded(tickets.pop(request), now, status=int(rest[0]),

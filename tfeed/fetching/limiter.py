@@ -54,8 +54,9 @@ implements the same state machine and is checked against this one):
   origin at ~16 open requests: 140-240 images/s instead of ~1,000.)
 * **Connect timeouts.**  A new connection to the host may take
   ``CONNECT_FLOOR_FACTOR`` times its latency floor, at least
-  ``MIN_CONNECT_TIMEOUT_S``, doubled per connect timeout since the last
-  success, at most the configured ``connect_timeout`` (:meth:`connect_timeout`).
+  ``MIN_CONNECT_TIMEOUT_S``, doubled per overflow (connect timeouts of requests
+  started after the last counted one) since the last success, at most the
+  configured ``connect_timeout`` (:meth:`connect_timeout`).
   A full accept queue drops SYNs, and the kernel resends them only after 1 s;
   a connect timeout is overload, so the URL is queued again and the window cut.
 * **Pauses.** ``Retry-After`` pauses the host's whole queue (capped at
@@ -116,7 +117,8 @@ class HostLimiter:
         self._burst_level = 0.0  # requests open before the shed one: the ceiling's upper bound
         self._burst_served = 0  # successes among the burst
         self._smooth: Optional[float] = None  # moving average of latencies
-        self._connect_misses = 0  # connect timeouts since the last success
+        self._connect_misses = 0  # connect timeouts since the last success, one per overflow
+        self._miss_seq = 0  # requests started before the last counted connect timeout
 
     # -- admission --------------------------------------------------------------
     def can_start(self, now: float) -> bool:
@@ -221,9 +223,15 @@ class HostLimiter:
         timeout = max(contract.MIN_CONNECT_TIMEOUT_S, contract.CONNECT_FLOOR_FACTOR * floor)
         return min(configured, timeout * 2.0 ** min(self._connect_misses, 16))
 
-    def connect_missed(self) -> None:
-        """A new connection timed out (its URL's outcome goes to :meth:`overloaded`)."""
-        self._connect_misses += 1
+    def connect_missed(self, ticket: tuple) -> None:
+        """A new connection of ``ticket``'s request timed out (its URL's outcome goes to
+        :meth:`overloaded`).  The timeout doubles once per overflow: misses of requests started
+        before the last counted one are the same overflow (a full accept queue drops every SYN of a
+        burst; doubling per miss took ``python -m http.server``'s connect timeouts past the
+        kernel's 1 s SYN retransmission, and a first epoch stalled 0.9 s)."""
+        if ticket[0] > self._miss_seq:
+            self._connect_misses += 1
+            self._miss_seq = self._seq
 
     def given_up(self, now: float) -> bool:
         """Whether the host has answered only with overload for longer than its patience."""
@@ -272,3 +280,17 @@ class HostLimiter:
         return {"window": round(self.window, 1), "in_flight": self.in_flight, "throttles": self.throttles,
                 "paced_rps": round(1 / self.gap, 1) if self.gap > 0 else None,
                 "paused_s": round(max(0.0, self.paused_until - now), 2)}
+
+
+class RequestConnections:
+    """One request's view of its host's connection rules: the connect timeout of each attempt,
+    and :meth:`connect_missed` when one timed out."""
+
+    def __init__(self, limiter: HostLimiter, ticket: tuple):
+        self._limiter, self._ticket = limiter, ticket
+
+    def connect_timeout(self, configured: float) -> float:
+        return self._limiter.connect_timeout(configured)
+
+    def connect_missed(self) -> None:
+        self._limiter.connect_missed(self._ticket)

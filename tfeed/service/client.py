@@ -20,7 +20,8 @@ The reading thread of a stalled job is cancelled: its pending ``get_next``
 runs as a cancelable function, so the job's iterator ends with
 ``CancelledError`` and is deleted, and its tf.data service client stops (a
 client left blocked would heartbeat to the dispatcher, and log each failed
-heartbeat once a second, until the process ends).
+heartbeat once a second, until the process ends).  The thread of an
+abandoned epoch ends at its next element or at the job's end.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class WatchdogReader:
                 try:
                     item = items.get(timeout=self._stall_timeout)
                 except queue.Empty:
+                    cancel.start_cancel()  # the pending get_next ends (TensorFlow logs one line)
                     if received_before + received == 0:
                         raise ServiceUnavailableError(
                             f"no element from the tf.data service within stall_timeout={self._stall_timeout:g} s: "
@@ -147,8 +149,7 @@ class WatchdogReader:
                 if delivered is not None:
                     yield delivered
         finally:
-            stop.set()
-            cancel.start_cancel()  # a get_next still pending (stall, abandoned epoch) ends now
+            stop.set()  # an abandoned epoch: the thread ends at its next element or the job's end
         if ledger.missing(shards) and not self._shared:  # the job ended without them: a worker was lost
             self._record_lost(ledger, shards, "the tf.data service job ended without this URL (worker lost)")
         return received
@@ -211,9 +212,10 @@ def _pull(dataset, items: "queue.Queue", stop: threading.Event, cancel) -> None:
                 continue
         return False
 
-    iterator = iter(dataset)
-    get_next = cancel.get_cancelable_function(tf.function(iterator.get_next).get_concrete_function())
+    iterator = get_next = None
     try:
+        iterator = iter(dataset)
+        get_next = cancel.get_cancelable_function(tf.function(iterator.get_next).get_concrete_function())
         while True:
             element = tf.nest.map_structure(lambda tensor: tensor.numpy(), get_next())
             if not put(element):

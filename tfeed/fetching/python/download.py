@@ -99,8 +99,8 @@ async def download(session: aiohttp.ClientSession, url: str, config: FetchConfig
     against ``max_in_flight_bytes``.  ``transcode_cover``: the size a
     transcoded body is reduced to cover (:func:`tfeed.fetching.sniff.reduce_to_cover`).
 
-    ``connections``: the host's :class:`~tfeed.fetching.limiter.HostLimiter`
-    (or None): it sets each attempt's connect timeout and hears which timed out.
+    ``connections``: the request's :class:`~tfeed.fetching.limiter.RequestConnections`
+    (or None): they set each attempt's connect timeout and hear which timed out.
     """
     refused = urls.refusal(url)
     if refused is not None:  # as the native op: never truncated at a NUL, never guessed at

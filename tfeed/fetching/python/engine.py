@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 from tfeed import errors
 from tfeed.fetching.cache import DiskCache
+from tfeed.fetching.limiter import RequestConnections
 from tfeed.config import FetchConfig
 from tfeed.fetching.python.download import download
 from tfeed.fetching.python.guard import connector_hooks
@@ -277,7 +278,7 @@ class FetchEngine:
         try:
             outcome = await download(self._session, url, self.config, self._rng, transcode_cover=self.transcode_cover,
                                      stop_on_overload=functools.partial(host.takes_as_load, pending), on_bytes=arrived,
-                                     connections=host.limiter)
+                                     connections=RequestConnections(host.limiter, ticket))
             self._held_bytes -= partial[0]
             partial[0] = 0
             self.stats.record_retries(outcome.attempts - 1)

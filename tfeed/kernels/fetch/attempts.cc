@@ -295,7 +295,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
 void Fetcher::Finish(Transfer* t, CURLcode rc) {
   const Options& opt = *t->batch->opt;
   const AttemptEnd end = Observe(t, rc);
-  if (t->host != nullptr && end.connect_timed_out) t->host->limiter.ConnectMissed();
+  if (t->host != nullptr && end.connect_timed_out) t->host->limiter.ConnectMissed(t->ticket);
   Verdict v = Classify(end, opt);
   ReleaseEasy(t);
   Clock::time_point now = Clock::now();

@@ -38,7 +38,10 @@ class HostLimiter {
 
   // Seconds a new connection to the host may take (limiter.py: connect timeouts).
   double ConnectTimeout(double configured) const;
-  void ConnectMissed() { ++connect_misses_; }  // a new connection timed out
+  // A new connection of `ticket`'s request timed out: counted once per overflow (limiter.py).
+  void ConnectMissed(const LimiterTicket& ticket) {
+    if (ticket.seq > miss_seq_) ++connect_misses_, miss_seq_ = seq_;
+  }
 
   double window() const { return window_; }
   double gap() const { return gap_; }
@@ -72,7 +75,8 @@ class HostLimiter {
   int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
   int64_t burst_seq_ = 0, burst_served_ = 0;  // the burst open at the last overload cut, its successes
   double burst_level_ = 0;                    // requests open before the shed one
-  int64_t connect_misses_ = 0;                // connect timeouts since the last success
+  int64_t connect_misses_ = 0;                // connect timeouts since the last success, one per overflow
+  int64_t miss_seq_ = 0;                      // requests started before the last counted connect timeout
   bool unanswered_ = false;
   double unanswered_since_ = 0;
 };
