@@ -197,6 +197,19 @@ def test_overload_at_the_minimum_window_backs_off_exponentially():
     assert pauses[2] < pauses[-1]
 
 
+def test_a_burst_shed_at_once_backs_off_as_one_event():
+    """Eight connections opened together and all refused: one overload event, not a streak of eight
+    (which would pause the host for the 8 s maximum)."""
+    host = limiter()  # backoff 0.25 s, max_backoff 8 s
+    host.window = 8.0
+    burst = [host.start(0.0) for _ in range(8)]
+    for ticket in burst:
+        host.overloaded(ticket, 0.1)
+    assert host.window == 1.0 and host.paused_until <= 0.1  # cut to the minimum; no streak yet
+    host.overloaded(host.start(0.2), 0.3)  # a request started after the cut: the second event
+    assert 0.3 < host.paused_until <= 0.3 + 0.25
+
+
 def test_a_host_that_only_throttles_is_given_up_after_its_patience():
     host = limiter(patience=5.0)
     ticket = host.start(0.0)

@@ -61,7 +61,10 @@ implements the same state machine and is checked against this one):
   a connect timeout is overload, so the URL is queued again and the window cut.
 * **Pauses.** ``Retry-After`` pauses the host's whole queue (capped at
   ``MAX_PAUSE_S``).  Overload at the minimum window without ``Retry-After``
-  pauses it for an exponential backoff with equal jitter.
+  pauses it for an exponential backoff with equal jitter, doubled per overload
+  event since the last success (answers to requests started before the last
+  cut are the same event: counted per answer, one overflow of ``python -m
+  http.server`` could reach the 8 s maximum).
 * **Patience.** A host that has answered only with overload for longer than
   ``patience`` seconds since its last success is given up: its URLs count as
   ``rate_limited``.
@@ -110,7 +113,7 @@ class HostLimiter:
         self._last_success: Optional[float] = None
         self._floors = [float("inf"), float("inf")]  # latency minimum of this and the last sample block
         self._samples = 0
-        self._streak = 0  # overloads since the last success
+        self._streak = 0  # overload events (cuts) since the last success
         self._unanswered_since: Optional[float] = None  # first overload since the last success
         self._served_level = 0  # most requests open at once among recent successes (position + 1)
         self._burst_seq = 0  # requests started before the last overload cut (its burst)
@@ -186,12 +189,12 @@ class HostLimiter:
         seq, position = ticket
         self.in_flight -= 1
         self.throttles += 1
-        self._streak += 1
+        fresh = seq > self._cut_seq
+        self._streak += 1 if fresh or not self.adaptive else 0  # a burst shed at once is one event
         if self._unanswered_since is None:
             self._unanswered_since = now
         if not self.adaptive:
             return
-        fresh = seq > self._cut_seq
         pause = None if retry_after is None else min(retry_after, contract.MAX_PAUSE_S)
         if pause is not None and fresh:  # a failed probe would cost such a pause: probe rarely
             self._probe_quiet = max(self._probe_quiet, contract.PAUSE_PROBE_QUIET * pause)
@@ -207,7 +210,7 @@ class HostLimiter:
             self._served_level = 0
         if pause is not None:
             self._pause(now + pause)
-        elif self.window <= contract.MIN_WINDOW and self._streak > 1:
+        elif fresh and self.window <= contract.MIN_WINDOW and self._streak > 1:
             ceiling = min(self._max_backoff, self._backoff * 2 ** (self._streak - 2))
             fixed = ceiling * contract.BACKOFF_FIXED_SHARE
             self._pause(now + fixed + self._rng.uniform(0, ceiling - fixed))

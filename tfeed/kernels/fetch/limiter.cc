@@ -84,10 +84,10 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
                              std::mt19937_64& rng) {
   --in_flight_;
   ++throttles_;
-  ++streak_;
+  const bool fresh = ticket.seq > cut_seq_;
+  if (fresh || !adaptive_) ++streak_;  // a burst shed at once is one event
   if (!unanswered_) unanswered_ = true, unanswered_since_ = now;
   if (!adaptive_) return;
-  const bool fresh = ticket.seq > cut_seq_;
   const double pause = retry_after >= 0 ? std::min<double>(retry_after, c::kMaxPauseS) : -1;
   // a failed probe would cost such a pause: probe rarely
   if (pause >= 0 && fresh) probe_quiet_ = std::max(probe_quiet_, c::kPauseProbeQuiet * pause);
@@ -103,7 +103,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   }
   if (pause >= 0) {
     Pause(now + pause);
-  } else if (window_ <= c::kMinWindow && streak_ > 1) {
+  } else if (fresh && window_ <= c::kMinWindow && streak_ > 1) {
     const double ceiling = std::min(max_backoff_, backoff_ * std::ldexp(1.0, static_cast<int>(streak_) - 2));
     const double fixed = ceiling * c::kBackoffFixedShare;
     Pause(now + fixed + std::uniform_real_distribution<double>(0, ceiling - fixed)(rng));
