@@ -113,7 +113,7 @@ class HostLimiter:
         self._last_success: Optional[float] = None
         self._floors = [float("inf"), float("inf")]  # latency minimum of this and the last sample block
         self._samples = 0
-        self._streak = 0  # overload events (cuts) since the last success
+        self._streak = 0  # fresh overloads (one per event) since the last success
         self._unanswered_since: Optional[float] = None  # first overload since the last success
         self._served_level = 0  # most requests open at once among recent successes (position + 1)
         self._burst_seq = 0  # requests started before the last overload cut (its burst)
@@ -190,7 +190,8 @@ class HostLimiter:
         self.in_flight -= 1
         self.throttles += 1
         fresh = seq > self._cut_seq
-        self._streak += 1 if fresh or not self.adaptive else 0  # a burst shed at once is one event
+        if fresh:  # a burst shed at once is one event (fixed windows: every overload is fresh)
+            self._streak += 1
         if self._unanswered_since is None:
             self._unanswered_since = now
         if not self.adaptive:

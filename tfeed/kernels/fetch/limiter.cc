@@ -85,7 +85,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   --in_flight_;
   ++throttles_;
   const bool fresh = ticket.seq > cut_seq_;
-  if (fresh || !adaptive_) ++streak_;  // a burst shed at once is one event
+  if (fresh) ++streak_;  // a burst shed at once is one event (fixed windows: every overload is fresh)
   if (!unanswered_) unanswered_ = true, unanswered_since_ = now;
   if (!adaptive_) return;
   const double pause = retry_after >= 0 ? std::min<double>(retry_after, c::kMaxPauseS) : -1;
