@@ -76,7 +76,9 @@ def test_pipeline_recipe_output_equals_the_documented_key(augment_server):
     for (url, label), name in zip(rows, sorted(bodies)):
         key = randomness.element_key(11, 0, tf.constant(url))
         expected, _ = recipe.after_decode(recipe.decode(tf.constant(bodies[name]), key), label, key)
-        np.testing.assert_allclose(got[label], expected.numpy(), rtol=1e-5, atol=1e-4)  # float32 op order differs between graph and eager
+        # float32 op order differs between graph and eager (a per-channel offset of 1.08e-4 was seen on
+        # pixels of 0-255); another key would move pixels by whole levels
+        np.testing.assert_allclose(got[label], expected.numpy(), rtol=1e-5, atol=1e-3)
 
 
 def test_pipeline_plain_op_runs_after_resize_and_size_rules(augment_server):
