@@ -287,8 +287,12 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path, monkeypat
     # the survivor finishes its share, then the watchdog waits stall_timeout once
     assert time.monotonic() - killed_at < 240 * 0.2 / 4 + stall + 15, elapsed
     # the stalled job's reader was cancelled, not left blocked (heartbeating to a dead dispatcher);
-    # readers of earlier tests' abandoned epochs on this worker's module cluster are not this one's
-    assert not [t for t in threading.enumerate() if t.name == "tfeed-service-job" and t not in readers_before]
+    # readers of earlier tests' abandoned epochs on this worker's module cluster are not this one's.
+    # Freeing the cancelled iterator may still be under way on a loaded machine: a bounded wait.
+    readers = [t for t in threading.enumerate() if t.name == "tfeed-service-job" and t not in readers_before]
+    for reader in readers:
+        reader.join(timeout=60)
+    assert not [reader for reader in readers if reader.is_alive()]
     lost_urls = [f.url for f in ds.stats.failed_urls(limit=1000)]
     assert {f.reason for f in ds.stats.failed_urls(limit=1000)} == {tfeed.service.LOST}
     assert len(set(lost_urls)) == lost and set(lost_urls) <= {url for url, _ in pairs}
