@@ -245,22 +245,71 @@ def test_concurrent_callers(ops, server, small_images):
         assert [b for b, _, _, _ in got] == [small_images[names[(k + i) % len(names)]] for i in range(20)]
 
 
-def test_the_loop_thread_asks_for_short_time_slices(ops, server, jpg):
-    """The loop starts paced requests on time next to busy decode threads:
-    on Linux 6.12+ (EEVDF, where a fair task's slice is settable) its slice is 0.1 ms."""
+def _loop_thread_scheduling() -> dict:
+    """``{"policy": os.SCHED_*, "slice": ns or None}`` of this process's ``tfeed-fetch`` thread."""
     import glob
     import os
-    import platform
 
-    release = tuple(int(part) for part in platform.release().split(".")[:2] if part.isdigit())
-    assert fetch(ops, [server.url(jpg)])[0][1] == ""  # the loop thread exists
-    slices = {}
     for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
         try:
             name, sched = open(task + "/comm").read().strip(), open(task + "/sched").read()
+            policy = os.sched_getscheduler(int(task.rsplit("/", 1)[1]))
         except OSError:  # a thread that ended meanwhile
             continue
-        slices.update({name: int(line.split(":")[1]) for line in sched.splitlines() if line.startswith("se.slice")})
-    if release < (6, 12) or "tfeed-fetch" not in slices:
+        if name == "tfeed-fetch":
+            slices = [int(line.split(":")[1]) for line in sched.splitlines() if line.startswith("se.slice")]
+            return {"policy": policy, "slice": slices[0] if slices else None}
+    raise AssertionError("no tfeed-fetch thread")
+
+
+def _may_use_realtime() -> bool:
+    """Whether a thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
+    import os
+
+    allowed = []
+
+    def attempt():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(os.sched_get_priority_min(os.SCHED_FIFO)))
+            allowed.append(True)
+        except OSError:
+            allowed.append(False)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join()
+    return allowed[0]
+
+
+def test_the_loop_thread_runs_at_real_time_priority_where_allowed(ops, server, jpg):
+    """The loop reads a response as soon as it lands, even next to busy decode threads:
+    SCHED_FIFO where the process may use it, a fair thread (see the next test) where not."""
+    import os
+
+    assert fetch(ops, [server.url(jpg)])[0][1] == ""  # the loop thread exists
+    expected = os.SCHED_FIFO if _may_use_realtime() and os.environ.get("TFEED_LOOP_REALTIME") != "0" \
+        else os.SCHED_OTHER
+    assert _loop_thread_scheduling()["policy"] == expected
+
+
+def test_without_real_time_the_loop_thread_asks_for_short_time_slices(server, jpg):
+    """``TFEED_LOOP_REALTIME=0`` (or no privilege): a fair thread whose slice is 0.1 ms on
+    Linux 6.12+ (EEVDF, where a fair task's slice is settable), so it preempts sooner on waking."""
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, 'tests'); import test_native as t, tfeed.kernels as k; "
+            "assert t.fetch(k.load_fetch(), [sys.argv[1]])[0][1] == ''; print(json.dumps(t._loop_thread_scheduling()))")
+    env = {**os.environ, "TFEED_LOOP_REALTIME": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code, server.url(jpg)], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["policy"] == os.SCHED_OTHER
+    release = tuple(int(part) for part in platform.release().split(".")[:2] if part.isdigit())
+    if release < (6, 12) or got["slice"] is None:
         pytest.skip(f"kernel {platform.release()} has no settable slice for fair tasks")
-    assert slices["tfeed-fetch"] == 100_000, slices
+    assert got["slice"] == 100_000, got
