@@ -32,7 +32,7 @@ Fetcher* g_fetcher = nullptr;
 // per request), the loop waited ~20 ms on the run queue once per decoded batch
 // of 32, and all 16 slots sat idle meanwhile: 144 images/s of 160.
 //  1. SCHED_FIFO at the lowest real-time priority, where the process may
-//     (root, CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1): 155/s there, as a client
+//     (CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1): 155/s there, as fast as a client
 //     that does not decode; 16 hosts x 4: 512 -> 586/s.  The loop sleeps in
 //     epoll between events (~1% of a core at 150 images/s), and the kernel's
 //     real-time throttling keeps 5% of each core for other threads even if it
