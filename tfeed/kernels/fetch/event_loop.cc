@@ -2,11 +2,8 @@
 // eventfd for new batches and cancellations (see fetcher.h).
 
 #include <pthread.h>
-#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +11,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <string>
 
 #include "fetcher.h"
 
@@ -24,48 +20,6 @@ namespace {
 
 std::mutex g_mu;
 Fetcher* g_fetcher = nullptr;
-
-// Asks the scheduler to run the calling thread (the loop) as soon as it
-// wakes.  The loop shares cores with tf.data's decode threads, and every
-// response it leaves unread holds a request slot of a host that allows only a
-// few: with the client on one core (a host that serves 16 at a time, 100 ms
-// per request), the loop waited ~20 ms on the run queue once per decoded batch
-// of 32, and all 16 slots sat idle meanwhile: 144 images/s of 160.
-//  1. SCHED_FIFO at the lowest real-time priority, where the process may
-//     (CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1): 155/s there, as fast as a client
-//     that does not decode; 16 hosts x 4: 512 -> 586/s.  The loop sleeps in
-//     epoll between events (~1% of a core at 150 images/s), and the kernel's
-//     real-time throttling keeps 5% of each core for other threads even if it
-//     did not.  TFEED_LOOP_REALTIME=0 in the environment leaves it out.
-//  2. Otherwise the shortest time slices (0.1 ms): on Linux 6.12+ (EEVDF) a
-//     fair task's sched_runtime is its slice, and a shorter slice lets it
-//     preempt a running task sooner when it wakes; no privilege needed, nice
-//     unchanged.  Against nginx limit_req 200 r/s (no burst) the loop waited
-//     2.0 s on the run queue over 1,000 images and fetched 143-145 images/s
-//     with the default slices, 1.6 s and 153-155/s with 0.1 ms ones.  Older
-//     kernels ignore the field; a refused call changes nothing.
-void AskForPromptWakeups() {
-  const char* realtime = std::getenv("TFEED_LOOP_REALTIME");
-  if (realtime == nullptr || std::string(realtime) != "0") {
-    sched_param param{};
-    param.sched_priority = sched_get_priority_min(SCHED_FIFO);
-    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0) return;
-  }
-#ifdef SYS_sched_setattr
-  struct {
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-  } attr{};
-  attr.size = sizeof attr;  // SCHED_ATTR_SIZE_VER0 (48 bytes)
-  attr.policy = 0;          // SCHED_OTHER
-  attr.nice = getpriority(PRIO_PROCESS, 0);
-  attr.runtime = 100 * 1000;  // ns
-  syscall(SYS_sched_setattr, 0, &attr, 0);
-#endif
-}
 
 void ShutdownAtExit() {
   std::lock_guard<std::mutex> lock(g_mu);
@@ -199,11 +153,12 @@ int Fetcher::OnTimer(CURLM*, long timeout_ms, void* self) {
 
 // -- loop ----------------------------------------------------------------------
 void Fetcher::Loop() {
-  AskForPromptWakeups();
+  priority_.Begin();
   std::vector<epoll_event> events(256);
   while (true) {
     if (!Intake()) break;
     Clock::time_point now = Clock::now();
+    priority_.Check(now);
     FireTimers(now);
     Admit(now);
     if (now >= next_scan_) ScanReadTimeouts(now);

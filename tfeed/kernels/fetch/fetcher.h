@@ -49,6 +49,7 @@
 #include "completer.h"
 #include "curl_loader.h"
 #include "hosts.h"
+#include "loop_priority.h"
 #include "transfer.h"
 
 namespace tfeed {
@@ -160,6 +161,7 @@ class Fetcher {
   int64_t parked_bytes_ = 0;  // bodies finished but not yet returned (batch outputs, lots' ready results)
   bool admit_pending_ = false;  // a slot or bytes were freed after this iteration's Admit: run it again at once
   bool precise_wait_ = true;  // epoll_pwait2 until the kernel says ENOSYS
+  LoopPriority priority_;     // the loop thread's scheduling (loop_priority.cc)
   Clock::time_point curl_due_ = Clock::time_point::max(), next_scan_ = Clock::time_point::min();
   std::mt19937_64 rng_{std::random_device{}()};
 };
