@@ -313,3 +313,38 @@ def test_without_real_time_the_loop_thread_asks_for_short_time_slices(server, jp
     if release < (6, 12) or got["slice"] is None:
         pytest.skip(f"kernel {platform.release()} has no settable slice for fair tasks")
     assert got["slice"] == 100_000, got
+
+
+def test_a_hot_loop_thread_leaves_real_time_and_returns(ops):
+    """Real time is for waking fast, never for holding a core: while the loop inflates large
+    gzip bodies (more than half a core), it runs as a fair thread, and returns to SCHED_FIFO
+    once it is idle again."""
+    import collections
+    import os
+
+    from tfeed.testing import ImageServer
+
+    if not _may_use_realtime() or os.environ.get("TFEED_LOOP_REALTIME") == "0":
+        pytest.skip("this process may not use SCHED_FIFO")
+    images = {f"zeros{i}.jpg": b"\xff\xd8\xff" + bytes(8 * 2**20) for i in range(4)}
+    with ImageServer(images, process=True) as server:
+        urls = [server.url(name, gzip=1) for name in sorted(images)]
+        assert fetch(ops, urls[:1])[0][1] == ""
+        policies, done = collections.Counter(), threading.Event()
+
+        def sample():
+            while not done.is_set():
+                policies[_loop_thread_scheduling()["policy"]] += 1
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            assert [reason for _, reason, _, _ in fetch(ops, urls * 6)] == [""] * 24
+        finally:
+            done.set()
+            sampler.join()
+        assert policies[os.SCHED_OTHER] > 0, policies
+        time.sleep(0.2)
+        assert fetch(ops, urls[:1])[0][1] == ""  # one quiet period later
+        assert _loop_thread_scheduling()["policy"] == os.SCHED_FIFO
