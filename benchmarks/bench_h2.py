@@ -7,9 +7,12 @@ the decode ceiling (decode + resize of the same bytes in memory) and tfeed with 
 (native engine: libcurl multiplexes streams over a few connections; each stream counts in
 the host's window). Each job runs in a fresh process; the best of ``--rounds`` rounds counts
 (a ceiling's autotune can settle low). nginx's access log says how many TCP connections
-carried tfeed's requests.
+carried tfeed's requests. ``--split-cores`` runs nginx and its app on core 0 and the ceiling and
+tfeed on the others, as if the origin were another machine: on 2 cores without it, the origin's TLS
+and its Python app take CPU from the client that the ceiling never pays.
 
     python benchmarks/bench_h2.py                 # 2,000 images, 3 rounds, ~3 min on 2 cores
+    python benchmarks/bench_h2.py --split-cores   # the origin on core 0, the client on core 1
     python benchmarks/bench_h2.py --images 600 --rounds 1
 
 Writes OUT/h2.json and OUT/h2.md (OUT: benchmarks/results).
@@ -40,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default=os.path.join(HERE, "results", "corpus"))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--isolation", choices=("process", "inline"), default="process")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="nginx and its 100 ms app on core 0, the ceiling and tfeed on the others")
     return parser.parse_args(argv)
 
 
@@ -52,6 +57,7 @@ def main(argv=None) -> int:
     from tfeed.testing.origin_nginx import NginxOrigin
 
     args = parse_args(argv)
+    args.client_cpus = common.split_cores() if args.split_cores and args.isolation == "process" else None
     root, names = fetch_jobs.load_corpus(args.images, args.seed, args.cache)
     paths = [os.path.join(root, name) for name in names]
     runs = {"ceiling": [], "tfeed": []}

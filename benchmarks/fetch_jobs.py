@@ -148,7 +148,8 @@ def make_job(candidate: str, server: str, urls: List[str], paths: List[str], arg
 
 
 def run_job(job: dict, args) -> dict:
-    """One measurement, in a fresh process unless ``--isolation inline``."""
+    """One measurement, in a fresh process unless ``--isolation inline`` (on
+    ``args.client_cpus`` only, when the benchmark sets it: see :func:`common.split_cores`)."""
     server_cpu = ServerCpu()
     cpu_before = server_cpu.total()
     load_before = os.getloadavg()[0]
@@ -162,7 +163,7 @@ def run_job(job: dict, args) -> dict:
     else:
         timeout = 120 + job["pilot_s"] + job["epochs"] * max(2 * job["budget_s"], job["budget_s"] + 10)
         try:
-            result = common.run_worker([BENCH], job, timeout=timeout)
+            result = common.run_worker([BENCH], job, timeout=timeout, cpus=getattr(args, "client_cpus", None))
         except common.WorkerError as exc:
             result = {"candidate": job["candidate"], "server": job["server"], "options": job["options"],
                       "status": "error", "reason": str(exc)}
