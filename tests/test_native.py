@@ -262,10 +262,13 @@ def _loop_thread_scheduling() -> dict:
     raise AssertionError("no tfeed-fetch thread")
 
 
-def _may_use_realtime() -> bool:
-    """Whether a thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
+def _loop_may_use_realtime() -> bool:
+    """Whether the loop should run SCHED_FIFO here: ``TFEED_LOOP_REALTIME`` is not ``0`` and a
+    thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
     import os
 
+    if os.environ.get("TFEED_LOOP_REALTIME") == "0":
+        return False
     allowed = []
 
     def attempt():
@@ -288,8 +291,7 @@ def test_the_loop_thread_runs_at_real_time_priority_where_allowed(ops, server, j
 
     time.sleep(0.2)  # after a test that kept the loop busy, one quiet period (see the hot-loop test)
     assert fetch(ops, [server.url(jpg)])[0][1] == ""  # the loop thread exists
-    expected = os.SCHED_FIFO if _may_use_realtime() and os.environ.get("TFEED_LOOP_REALTIME") != "0" \
-        else os.SCHED_OTHER
+    expected = os.SCHED_FIFO if _loop_may_use_realtime() else os.SCHED_OTHER
     assert _loop_thread_scheduling()["policy"] == expected
 
 
@@ -325,7 +327,7 @@ def test_a_hot_loop_thread_leaves_real_time_and_returns(ops):
 
     from tfeed.testing import ImageServer
 
-    if not _may_use_realtime() or os.environ.get("TFEED_LOOP_REALTIME") == "0":
+    if not _loop_may_use_realtime():
         pytest.skip("this process may not use SCHED_FIFO")
     images = {f"zeros{i}.jpg": b"\xff\xd8\xff" + bytes(8 * 2**20) for i in range(4)}
     with ImageServer(images, process=True) as server:
