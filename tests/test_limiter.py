@@ -24,12 +24,12 @@ def round_trip(host, now, latency, serial=False):
     return len(tickets)
 
 
-def test_slow_start_doubles_the_window_each_round_trip_up_to_the_cap():
+def test_slow_start_triples_the_window_each_round_trip_up_to_the_cap():
     host = limiter(cap=100)
     assert host.window == contract.INITIAL_WINDOW
     sizes = [round_trip(host, 0.1 * i, 0.1) for i in range(8)]
-    assert sizes[:5] == [4, 8, 16, 32, 64]
-    assert host.window == 100  # the cap
+    assert sizes[:4] == [4, 12, 36, 100]  # +2 per success; the fourth round trip is capped
+    assert host.window == 100
 
 
 def test_a_host_that_queues_requests_keeps_a_small_window():
@@ -43,12 +43,12 @@ def test_a_host_that_queues_requests_keeps_a_small_window():
 
 def test_overload_cuts_to_what_the_host_let_through_once_per_window():
     host = limiter()
-    for i in range(4):  # slow start to 64
+    for i in range(3):  # slow start to 108
         round_trip(host, 0.1 * i, 0.1)
     tickets = [host.start(1.0) for _ in range(int(host.window))]
     for ticket in tickets[16:]:  # a concurrency limit of 16 sheds the rest
         host.overloaded(ticket, 1.05, status=503)
-    assert host.window == 16  # min(0.7 * 64, 16 open before the first shed one): one cut, not 48
+    assert host.window == 16  # min(0.7 * 108, 16 open before the first shed one): one cut, not 92
     assert not host.slow_start
     for ticket in tickets[:16]:
         host.succeeded(ticket, 0.1, 1.1)
@@ -81,7 +81,7 @@ def test_the_known_level_is_what_the_burst_got_served_not_the_open_count():
     holds: 16 served, but the shed one started with 25 'open'.  The ceiling is the 16 the
     burst got served, so the regrowth stops there instead of overloading the host again."""
     host = limiter()
-    for i in range(3):  # slow start to 32
+    for i in range(2):  # slow start to 36
         round_trip(host, 0.1 * i, 0.1)
     tickets = [host.start(0.3) for _ in range(int(host.window))]
     shed = [ticket[:1] + (25,) for ticket in tickets[16:]]  # positions inflated by unread answers

@@ -172,7 +172,7 @@ class HostLimiter:
         elif self._smooth > contract.SLOW_START_EXIT * floor + contract.LATENCY_SLACK_S:
             self.slow_start = False  # requests begin to queue at the host: hold the window
         elif self.slow_start:
-            self.window = min(self.cap, self.window + 1)
+            self.window = min(self.cap, self.window + contract.SLOW_START_GROWTH)
         elif self.ceiling is None or now >= self._probe_at:
             self.window = min(self.cap, self.window + 1 / self.window)
         elif self.window < self.ceiling:  # back up to the known level, not above it before the probe

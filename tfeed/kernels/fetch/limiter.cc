@@ -70,7 +70,7 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
-    window_ = std::min<double>(cap_, window_ + 1);
+    window_ = std::min<double>(cap_, window_ + c::kSlowStartGrowth);
   } else if (!has_ceiling_ || now >= probe_at_) {
     window_ = std::min<double>(cap_, window_ + 1 / window_);
   } else if (window_ < ceiling_) {  // back up to the known level, not above it before the probe
