@@ -38,6 +38,20 @@ def match_images(images, bodies, size=(32, 32)):
     return found
 
 
+def nginx_origin():
+    """The NginxOrigin class; skips the test when no nginx binary is installed."""
+    import pytest
+
+    from tfeed.testing.nginx import NginxUnavailable, find_nginx
+    from tfeed.testing.origin_nginx import NginxOrigin
+
+    try:
+        find_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(str(exc))
+    return NginxOrigin
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:

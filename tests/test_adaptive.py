@@ -14,6 +14,7 @@ from tfeed import contract, kernels
 from tfeed.config import FetchConfig
 from tfeed.testing import ImageServer, encode, synthetic_shapes
 from tfeed.testing.origins import HttpServerOrigin, SheddingOrigin
+from helpers import nginx_origin
 
 ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(
     not kernels.available(), reason="native fetch op unavailable"))]
@@ -222,3 +223,19 @@ def test_datasets_with_different_caps_keep_their_own_window_for_a_host():
         # the first dataset's rows: hosts asked since it was made, both states of this host
         windows = sorted(row["window"] for row in narrow.stats.hosts(1000) if row["host"] == server.url("")[:-1])
     assert windows[0] <= 2 < windows[-1]
+
+
+@pytest.mark.skipif(not kernels.available(), reason="native fetch op unavailable")
+def test_an_http2_origin_gets_its_requests_as_streams_of_a_few_connections():
+    """Over https with h2 (nginx, ALPN), requests are streams of a few TCP connections, and the
+    first answer opens the window to MULTIPLEXED_WINDOW streams: above what slow start reaches with
+    16 successes (a latency cut may take a tenth of it back on a busy loopback)."""
+    images = _images(16)
+    with nginx_origin()(images, tls=True, http2=True) as origin:
+        urls = [origin.url(name) for name in sorted(images)]
+        dataset = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                                fetch_config=FetchConfig(ca_file=origin.ca_file))
+        assert _epoch(dataset) == 16
+        assert origin.stats()["connections"] <= 4  # the opening window's burst, then streams
+        slow_start_alone = contract.INITIAL_WINDOW + contract.SLOW_START_GROWTH * len(urls)
+        assert _host(dataset, urls[0])["window"] >= max(slow_start_alone + 1, 0.9 * contract.MULTIPLEXED_WINDOW)

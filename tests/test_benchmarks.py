@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from helpers import nginx_origin
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_fetch.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,18 +20,9 @@ SERVERS = ("nginx 0 ms", "ImageServer 100±20 ms")
 FETCHERS = ("naive", "tutorial", "threadpool32", "tensorpack", "tfeed", "tfeed-python")
 
 
-def _need_nginx():
-    from tfeed.testing.nginx import NginxUnavailable, find_nginx
-
-    try:
-        find_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.timeout(240)
 def test_quick_run_writes_every_row(tmp_path):
-    _need_nginx()
+    nginx_origin()
     pytest.importorskip("skimage")
     pytest.importorskip("matplotlib")
     # ~30 s on an idle 2-core machine, ~50 s when it is busy.

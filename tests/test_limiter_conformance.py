@@ -25,12 +25,13 @@ DRIVER = r"""
       long id = 0;
       double now, latency, retry_after;
       long status;
+      int multiplexed;
       while (std::cin >> op >> id >> now) {
         if (op == "start") {
           if (host.CanStart(now)) open[id] = host.Start(now);
         } else if (op == "ok") {
-          std::cin >> latency;
-          if (open.count(id)) host.Succeeded(open[id], latency, now), open.erase(id);
+          std::cin >> latency >> multiplexed;
+          if (open.count(id)) host.Succeeded(open[id], latency, now, multiplexed != 0), open.erase(id);
         } else if (op == "miss") {
           if (open.count(id)) host.ConnectMissed(open[id]);
         } else if (op == "over") {
@@ -46,8 +47,10 @@ DRIVER = r"""
 
 
 def trace(seed, events=3000):
-    """A random but plausible sequence of starts and answers (latencies, 429s, 503s, Retry-After)."""
+    """A random but plausible sequence of starts and answers (latencies, 429s, 503s, Retry-After;
+    answers over HTTP/2 streams in the odd seeds' traces)."""
     rng = random.Random(seed)
+    multiplexed = seed % 2
     now, next_id, open_ids, lines = 0.0, 0, [], []
     for _ in range(events):
         now += rng.choice([0.0, 0.0005, 0.003, 0.02, 0.2])
@@ -66,7 +69,7 @@ def trace(seed, events=3000):
             retry_after = rng.choice([-1.0, -1.0, 0.5])
             lines.append(f"over {request} {now!r} {status} {retry_after!r}")
         else:
-            lines.append(f"ok {request} {now!r} {rng.choice([0.1, 0.1, 0.11, 0.12, 0.4])!r}")
+            lines.append(f"ok {request} {now!r} {rng.choice([0.1, 0.1, 0.11, 0.12, 0.4])!r} {multiplexed}")
     return lines
 
 
@@ -79,7 +82,7 @@ def replay(lines):
         if op == "start" and host.can_start(now):
             tickets[request] = host.start(now)
         elif op == "ok" and request in tickets:
-            host.succeeded(tickets.pop(request), float(rest[0]), now)
+            host.succeeded(tickets.pop(request), float(rest[0]), now, multiplexed=rest[1] == "1")
         elif op == "miss" and request in tickets:
             host.connect_missed(tickets[request])
         elif op == "over" and request in tickets:

@@ -18,6 +18,7 @@ import requests
 
 from tfeed.testing import encode
 from tfeed.testing.origins import HttpServerOrigin, ManyHostsOrigin, SheddingOrigin
+from helpers import nginx_origin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_origins.py")
@@ -26,18 +27,6 @@ BENCH = os.path.join(ROOT, "benchmarks", "bench_origins.py")
 @pytest.fixture(scope="module")
 def images():
     return {f"img{i:02d}.png": encode(np.full((8, 8, 3), 10 * i, np.uint8), "png") for i in range(12)}
-
-
-def nginx_origin():
-    """The NginxOrigin class; skips the test when no nginx binary is installed."""
-    from tfeed.testing import NginxUnavailable
-    from tfeed.testing.origin_nginx import NginxOrigin, _nginx
-
-    try:
-        _nginx.find_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
-    return NginxOrigin
 
 
 def concurrently(urls, **kwargs):

@@ -146,8 +146,9 @@ class HostLimiter:
         return self._seq, position
 
     # -- outcomes ------------------------------------------------------------------
-    def succeeded(self, ticket: tuple, latency: float, now: float) -> None:
-        """A response that was not overload (an image, or a 404 alike), ``latency`` seconds after its start."""
+    def succeeded(self, ticket: tuple, latency: float, now: float, multiplexed: bool = False) -> None:
+        """A response that was not overload (an image, or a 404 alike), ``latency`` seconds after its
+        start; ``multiplexed``: it came over a connection that carries concurrent streams (HTTP/2)."""
         seq, position = ticket
         self.in_flight -= 1
         self._streak, self._unanswered_since, self._connect_misses = 0, None, 0
@@ -172,7 +173,8 @@ class HostLimiter:
         elif self._smooth > contract.SLOW_START_EXIT * floor + contract.LATENCY_SLACK_S:
             self.slow_start = False  # requests begin to queue at the host: hold the window
         elif self.slow_start:
-            self.window = min(self.cap, self.window + contract.SLOW_START_GROWTH)
+            opening = contract.MULTIPLEXED_WINDOW if multiplexed else 0
+            self.window = min(self.cap, max(self.window + contract.SLOW_START_GROWTH, opening))
         elif self.ceiling is None or now >= self._probe_at:
             self.window = min(self.cap, self.window + 1 / self.window)
         elif self.window < self.ceiling:  # back up to the known level, not above it before the probe

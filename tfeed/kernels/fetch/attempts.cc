@@ -276,6 +276,7 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
   const CurlApi& api = Curl();
   AttemptEnd end;
   end.curl_code = rc;
+  t->multiplexed = false;
   end.too_large = t->too_large;
   end.read_timed_out = t->read_timed_out;
   end.opted_out = t->opted_out;
@@ -284,6 +285,9 @@ AttemptEnd Fetcher::Observe(Transfer* t, CURLcode rc) {
   end.connect_timed_out = rc == CURLE_OPERATION_TIMEDOUT && !t->connected && !t->read_timed_out;
   if (end.read_timed_out || rc != CURLE_OK) return end;
   api.easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &end.status);
+  long version = 0;
+  t->multiplexed = api.easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version) == CURLE_OK &&
+                   version >= CURL_HTTP_VERSION_2_0;
   curl_off_t after = -1;
   if (end.status >= 400 && api.easy_getinfo(t->easy, kInfoRetryAfter, &after) == CURLE_OK && after > 0) {
     end.retry_after = after;
@@ -352,7 +356,7 @@ void Fetcher::TellHost(Transfer* t, bool image, Clock::time_point now) {
   host->requests += t->attempts;
   if (image || t->connected) host->answered = true;  // a refusal is no answer: the host may be down
   ++(image ? host->images : host->failures);
-  host->limiter.Succeeded(t->ticket, Seconds(now - t->attempt_began), Since(now));
+  host->limiter.Succeeded(t->ticket, Seconds(now - t->attempt_began), Since(now), t->multiplexed);
 }
 
 // No retry: a timeout past the URL's deadline says so.

@@ -44,7 +44,7 @@ LimiterTicket HostLimiter::Start(double now) {
   return ticket;
 }
 
-void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double now) {
+void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double now, bool multiplexed) {
   --in_flight_;
   streak_ = 0, connect_misses_ = 0;
   unanswered_ = false;
@@ -70,7 +70,8 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
-    window_ = std::min<double>(cap_, window_ + c::kSlowStartGrowth);
+    const double opening = multiplexed ? c::kMultiplexedWindow : 0;
+    window_ = std::min<double>(cap_, std::max<double>(window_ + c::kSlowStartGrowth, opening));
   } else if (!has_ceiling_ || now >= probe_at_) {
     window_ = std::min<double>(cap_, window_ + 1 / window_);
   } else if (window_ < ceiling_) {  // back up to the known level, not above it before the probe

@@ -26,7 +26,8 @@ class HostLimiter {
   bool CanStart(double now) const;
   double ReadyAt(double now) const;  // when the pace or a pause next allows a start
   LimiterTicket Start(double now);
-  void Succeeded(const LimiterTicket& ticket, double latency, double now);
+  // multiplexed: the answer came over a connection carrying concurrent streams (HTTP/2).
+  void Succeeded(const LimiterTicket& ticket, double latency, double now, bool multiplexed = false);
   void Finished(const LimiterTicket& ticket);  // ended without news of the host's load
   // status 429 or 503, or 0 for a refused, reset or timed-out connection; retry_after < 0: none.
   void Overloaded(const LimiterTicket& ticket, double now, long status, double retry_after, std::mt19937_64& rng);

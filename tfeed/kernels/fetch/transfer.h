@@ -74,6 +74,7 @@ struct Transfer {
   Clock::time_point deadline, last_activity, attempt_began;
   bool connected = false, too_large = false, status_checked = false, discard = false, read_timed_out = false;
   bool opted_out = false;  // the current response's X-Robots-Tag opts out (respect_opt_out)
+  bool multiplexed = false;  // the last attempt's answer came as an HTTP/2 stream
   char errbuf[CURL_ERROR_SIZE];
   std::string blocked;  // set when the address policy refused a connection of this attempt (its detail)
 };
