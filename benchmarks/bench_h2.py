@@ -37,7 +37,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=8.0, help="seconds of measured iteration per job")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds of measured iteration per job (with the pilot's rate, it plans the run: 2,000 images)")
     parser.add_argument("--pilot", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=os.path.join(HERE, "results", "corpus"))
