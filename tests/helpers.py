@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +52,26 @@ def nginx_origin():
     except NginxUnavailable as exc:
         pytest.skip(str(exc))
     return NginxOrigin
+
+
+def loop_may_use_realtime() -> bool:
+    """Whether a fetch loop (either engine) should run SCHED_FIFO here: ``TFEED_LOOP_REALTIME`` is not ``0`` and a
+    thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
+    if os.environ.get("TFEED_LOOP_REALTIME") == "0":
+        return False
+    allowed = []
+
+    def attempt():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(os.sched_get_priority_min(os.SCHED_FIFO)))
+            allowed.append(True)
+        except OSError:
+            allowed.append(False)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join()
+    return allowed[0]
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import FAST, fetch, fresh
+from helpers import FAST, fetch, fresh, loop_may_use_realtime
 
 
 # -- bytes ---------------------------------------------------------------------
@@ -262,28 +262,6 @@ def _loop_thread_scheduling() -> dict:
     raise AssertionError("no tfeed-fetch thread")
 
 
-def _loop_may_use_realtime() -> bool:
-    """Whether the loop should run SCHED_FIFO here: ``TFEED_LOOP_REALTIME`` is not ``0`` and a
-    thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
-    import os
-
-    if os.environ.get("TFEED_LOOP_REALTIME") == "0":
-        return False
-    allowed = []
-
-    def attempt():
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(os.sched_get_priority_min(os.SCHED_FIFO)))
-            allowed.append(True)
-        except OSError:
-            allowed.append(False)
-
-    thread = threading.Thread(target=attempt)
-    thread.start()
-    thread.join()
-    return allowed[0]
-
-
 def test_the_loop_thread_runs_at_real_time_priority_where_allowed(ops, server, jpg):
     """The loop reads a response as soon as it lands, even next to busy decode threads:
     SCHED_FIFO where the process may use it, a fair thread (see the next test) where not."""
@@ -291,7 +269,7 @@ def test_the_loop_thread_runs_at_real_time_priority_where_allowed(ops, server, j
 
     time.sleep(0.2)  # after a test that kept the loop busy, one quiet period (see the hot-loop test)
     assert fetch(ops, [server.url(jpg)])[0][1] == ""  # the loop thread exists
-    expected = os.SCHED_FIFO if _loop_may_use_realtime() else os.SCHED_OTHER
+    expected = os.SCHED_FIFO if loop_may_use_realtime() else os.SCHED_OTHER
     assert _loop_thread_scheduling()["policy"] == expected
 
 
@@ -327,7 +305,7 @@ def test_a_hot_loop_thread_leaves_real_time_and_returns(ops):
 
     from tfeed.testing import ImageServer
 
-    if not _loop_may_use_realtime():
+    if not loop_may_use_realtime():
         pytest.skip("this process may not use SCHED_FIFO")
     images = {f"zeros{i}.jpg": b"\xff\xd8\xff" + bytes(8 * 2**20) for i in range(4)}
     with ImageServer(images, process=True) as server:

@@ -193,6 +193,20 @@ LIMITER_CONSTANTS = ("INITIAL_WINDOW", "SLOW_START_GROWTH", "MULTIPLEXED_WINDOW"
                      "CONNECT_FLOOR_FACTOR", "MIN_CONNECT_TIMEOUT_S")
 
 
+# -- the fetch loop's place in the scheduler (both engines' loop threads) --------------------
+# Each engine's event loop thread runs SCHED_FIFO at the lowest real-time priority where the
+# process may (CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1), so it runs as soon as a response wakes it
+# instead of waiting behind the decode threads (kernels/fetch/loop_priority.cc has the
+# measurements).  Once per LOOP_CHECK_PERIOD_S it reads its own CPU time: above
+# LOOP_MAX_REALTIME_SHARE of a core it becomes a fair thread for the next period, and returns
+# to real time once under it, so it never holds a core.  LOOP_REALTIME_SWITCH=0 in the
+# environment leaves real time out.
+LOOP_REALTIME_SWITCH = "TFEED_LOOP_REALTIME"
+LOOP_CHECK_PERIOD_S = 0.1
+LOOP_MAX_REALTIME_SHARE = 0.5
+LOOP_CONSTANTS = ("LOOP_CHECK_PERIOD_S", "LOOP_MAX_REALTIME_SHARE")
+
+
 # -- crawler manners ------------------------------------------------------------
 # With FetchConfig(respect_opt_out=True), a response whose X-Robots-Tag header holds one
 # of these directives (for any user agent: "noai", "otherbot: noimageai") is not kept;

@@ -26,7 +26,7 @@ SNIFF_WINDOW = 16
 
 def render() -> str:
     """The text of ``contract.h`` for the current :mod:`tfeed.contract`."""
-    sections = [_prologue(), _reasons(), _retries(), _signatures(), _cache(), _calls(), _limiter(), _manners(), _epilogue()]
+    sections = [_prologue(), _reasons(), _retries(), _signatures(), _cache(), _calls(), _limiter(), _loop(), _manners(), _epilogue()]
     return "\n".join(sections)
 
 
@@ -75,6 +75,14 @@ def _limiter() -> str:
         lines.append(f"inline constexpr {kind} {identifier(name.lower())} = {value!r};")
     statuses = ", ".join(str(status) for status in contract.OVERLOAD_STATUSES)
     lines.append(f"inline constexpr long kOverloadStatuses[] = {{{statuses}}};")
+    return "\n".join(lines) + "\n"
+
+
+def _loop() -> str:
+    lines = ["// -- the fetch loop's place in the scheduler (kernels/fetch/loop_priority.cc)",
+             f"inline constexpr const char* kLoopRealtimeSwitch = {c_string(contract.LOOP_REALTIME_SWITCH.encode())};"]
+    lines += [f"inline constexpr double {identifier(name.lower())} = {float(getattr(contract, name))!r};"
+              for name in contract.LOOP_CONSTANTS]
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ from tfeed.config import FetchConfig
 from tfeed.fetching.python.download import download
 from tfeed.fetching.python.guard import connector_hooks
 from tfeed.fetching.python.hosts import Host, HostQueues, Pending
+from tfeed.fetching.python.loop_priority import LoopPriority
 from tfeed.stats import Stats
 
 _LIVE_RUNS = 4  # iterators kept alive at once; older runs are retired
@@ -346,6 +347,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    LoopPriority(loop).begin()
     asyncio.set_event_loop(loop)
     loop.call_soon(ready.set)
     loop.run_forever()

@@ -12,7 +12,9 @@
 //     real time for the next 0.1 s whenever it used more than half a core in
 //     the last 0.1 s, so it can never hold a core from the threads that share
 //     it (the kernel's real-time throttling alone leaves them 5%).
-//     TFEED_LOOP_REALTIME=0 in the environment leaves real time out.
+//     TFEED_LOOP_REALTIME=0 in the environment leaves real time out.  The
+//     rule and its constants are tfeed.contract's (contract.h), which the
+//     Python engine's loop (fetching/python/loop_priority.py) follows too.
 //  2. Otherwise the shortest time slices (0.1 ms): on Linux 6.12+ (EEVDF) a
 //     fair task's sched_runtime is its slice, and a shorter slice lets it
 //     preempt a running task sooner when it wakes; no privilege needed, nice
@@ -34,12 +36,15 @@
 #include <cstdlib>
 #include <string>
 
+#include "contract.h"
+
 namespace tfeed {
 namespace fetch {
 namespace {
+namespace c = ::tfeed::contract;
 
-constexpr std::chrono::milliseconds kCheckPeriod(100);
-constexpr double kMaxRealtimeShare = 0.5;  // of one core, over kCheckPeriod
+const auto kCheckPeriod = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+    std::chrono::duration<double>(c::kLoopCheckPeriodS));
 
 bool EnterRealtime() {
   sched_param param{};
@@ -76,7 +81,7 @@ double ThreadCpuSeconds() {
 }  // namespace
 
 void LoopPriority::Begin() {
-  const char* setting = std::getenv("TFEED_LOOP_REALTIME");
+  const char* setting = std::getenv(c::kLoopRealtimeSwitch);
   allowed_ = realtime_ = (setting == nullptr || std::string(setting) != "0") && EnterRealtime();
   if (!realtime_) UseShortSlices();
   next_check_ = std::chrono::steady_clock::now() + kCheckPeriod;
@@ -87,7 +92,7 @@ void LoopPriority::Check(std::chrono::steady_clock::time_point now) {
   if (!allowed_ || now < next_check_) return;
   const double period = std::chrono::duration<double>(now - next_check_ + kCheckPeriod).count();
   const double cpu = ThreadCpuSeconds();
-  const bool hot = cpu - cpu_at_check_ > kMaxRealtimeShare * period;
+  const bool hot = cpu - cpu_at_check_ > c::kLoopMaxRealtimeShare * period;
   next_check_ = now + kCheckPeriod;
   cpu_at_check_ = cpu;
   if (hot && realtime_) {

@@ -14,9 +14,9 @@ class LoopPriority {
   // On the loop thread, once: SCHED_FIFO where allowed and not turned off by
   // TFEED_LOOP_REALTIME=0; the shortest fair time slices otherwise.
   void Begin();
-  // On the loop thread, every iteration; acts once per kCheckPeriod: leaves
+  // On the loop thread, every iteration; acts once per kLoopCheckPeriodS: leaves
   // real time for the next period when the loop used more than
-  // kMaxRealtimeShare of a core in the last one, and returns once under it.
+  // kLoopMaxRealtimeShare of a core in the last one, and returns once under it.
   void Check(std::chrono::steady_clock::time_point now);
 
  private:
