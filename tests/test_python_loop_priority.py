@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -47,7 +48,7 @@ def test_a_hot_python_loop_leaves_real_time_and_returns(server):
     if not loop_may_use_realtime():
         pytest.skip("this process may not use SCHED_FIFO")
     dataset, engine, _ = _engine_after_an_epoch(server)
-    seen = {}
+    seen, quiet = {}, threading.Event()
 
     def burn():
         end = time.thread_time() + 0.3
@@ -56,11 +57,13 @@ def test_a_hot_python_loop_leaves_real_time_and_returns(server):
 
     def look(when):
         seen[when] = os.sched_getscheduler(0)
+        if when == "quiet":
+            quiet.set()
 
     engine._loop.call_soon_threadsafe(burn)
     engine._loop.call_soon_threadsafe(engine._loop.call_later, 0.5 * contract.LOOP_CHECK_PERIOD_S, look, "after burn")
     time.sleep(0.3 + 4 * contract.LOOP_CHECK_PERIOD_S)
     engine._loop.call_soon_threadsafe(look, "quiet")
-    time.sleep(0.1)
+    assert quiet.wait(timeout=10)
     assert seen == {"after burn": os.SCHED_OTHER, "quiet": os.SCHED_FIFO}, seen
     del dataset

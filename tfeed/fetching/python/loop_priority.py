@@ -10,10 +10,11 @@ period (the rule and its constants: :mod:`tfeed.contract`; the native twin:
 time out.  Unlike the native loop it does not ask for short fair slices
 (Python has no ``sched_setattr``).
 
-Measured against an origin that sheds above 16 open requests with 503 +
-``Retry-After`` (100 ms per request, the client on one core): 115.9 images/s
-as a fair thread, 129.7 at ``SCHED_FIFO`` (a 32-thread pool: 138);
-``python -m http.server`` ran at 651 and 646.
+Measured with the origin zoo (``bench_origins.py --split-cores``, the client
+on one core), first epochs as a fair thread and at ``SCHED_FIFO``: an origin
+that sheds above 16 open requests with 503 + ``Retry-After`` (100 ms per
+request) 114.2 and 129.1 images/s (a 32-thread pool: 138); nginx
+``limit_req`` 200 r/s 147.2 and 174.0; ``python -m http.server`` 620 and 635.
 """
 
 from __future__ import annotations
