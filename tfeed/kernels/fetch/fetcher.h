@@ -99,8 +99,8 @@ class Fetcher {
   void AcceptBatch(std::unique_ptr<Batch> batch);
   void AcceptCall(std::unique_ptr<Call> call, std::vector<uint64_t>* lot_cancels);
   void ApplyLimits(const Options& opt);
-  Clock::duration SleepFor(Clock::time_point now);
-  int WaitForEvents(std::vector<epoll_event>* events);
+  Clock::duration SleepFor(Clock::time_point admitted);
+  int WaitForEvents(std::vector<epoll_event>* events, Clock::time_point admitted);
   void Teardown();
 
   // -- attempts.cc ------------------------------------------------------------
