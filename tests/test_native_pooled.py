@@ -4,12 +4,13 @@ and two iterators of one pooled dataset never share rows."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import tensorflow as tf
 
 import tfeed
-from tfeed.fetching.native import fetch_native
+from tfeed.fetching.native import fetch_kwargs, fetch_native
 
 from helpers import FAST, fetch, fresh
 
@@ -50,6 +51,29 @@ def test_a_hanging_url_holds_back_only_the_last_group(ops, server, small_images)
     assert sorted(label for _, label in arrivals) == sorted(set(range(64)) - hanging)  # each good URL once
     assert stats.snapshot()["failures"] == {"timeout": 2}
     assert sum(1 for t, _ in arrivals if t < 3) >= 56  # all but the last group's 6, before any timeout
+
+
+def test_a_short_call_of_a_lot_takes_results_only_while_no_full_one_waits(ops, server, small_images):
+    # An epoch's last group is short, and tf.data may hand it to the op before a full one:
+    # the full call is filled first, so the straggler (a URL that hangs until read_timeout)
+    # holds back the short call's one other row, not three of the full call's.
+    config = FAST.replace(read_timeout=3, deadline=4, retries=0)
+    names = sorted(small_images)
+    slow = [fresh(server, names[i % len(names)], delay=0.5) for i in range(5)]
+    lot, ended, start = tf.constant(20_240_601, tf.int64), {}, time.monotonic()
+
+    def call(name, urls):
+        ops.tfeed_fetch_pooled(tf.constant(urls), tf.range(len(urls), dtype=tf.int64), lot, **fetch_kwargs(config))
+        ended[name] = time.monotonic() - start
+
+    short = threading.Thread(target=call, args=("short", [slow[0], fresh(server, names[0], hang=1)]))
+    short.start()
+    time.sleep(0.2)  # the short call reaches the loop first
+    full = threading.Thread(target=call, args=("full", slow[1:]))
+    full.start()
+    short.join()
+    full.join()
+    assert ended["full"] < 2 < ended["short"], ended
 
 
 def test_two_iterators_of_one_pooled_dataset_never_share_rows(server, small_images):

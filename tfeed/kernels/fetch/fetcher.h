@@ -15,8 +15,9 @@
 //   done() <--- completer thread <----  last transfer of the batch finished
 //
 // TfeedFetchPooled is the same with the outputs shared by one iterator's calls
-// (a "lot"): results go to the lot's oldest waiting call, so a hanging URL
-// delays the lot's last call instead of its own group (see struct Lot).
+// (a "lot"): results go to the lot's oldest waiting call (full calls before a
+// short one), so a hanging URL delays the lot's last call instead of its own
+// group (see struct Lot).
 //
 // Semantics follow tfeed/fetching/python/download.py; reasons and retry rules
 // are tfeed/contract.py's (the generated contract.h).

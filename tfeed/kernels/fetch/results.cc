@@ -1,6 +1,6 @@
 // Where finished transfers go: the batch's own outputs, or (pooled) the lot's
-// oldest waiting call; the cache; and the ends of batches, calls and lots,
-// cancelled ones included.
+// oldest waiting call (full calls before a short one); the cache; and the ends
+// of batches, calls and lots, cancelled ones included.
 
 #include "cache_io.h"
 #include "fetcher.h"
@@ -51,18 +51,28 @@ void Fetcher::CompletePooled(Transfer* t, const Verdict& v) {
   DropIfIdle(lot);
 }
 
-// A result of a pooled batch: to the lot's oldest waiting call, else kept ready.
+// A result of a pooled batch: to the lot's oldest waiting call among the largest,
+// else kept ready.  A short call (an epoch's last group) takes results only while no
+// full one waits, so the epoch's stragglers (a throttled host's URLs, given up after
+// its patience) end in it and hold back no more images than it has places: taken
+// oldest first, a short call that reached the loop before a full one left 24 good
+// images of the full one waiting with 8 throttled URLs (tf.data's parallel map does
+// not fix the order in which calls arrive).
 void Fetcher::Deliver(uint64_t id, Result r) {
   Lot& lot = lots_[id];
   if (lot.waiting.empty()) {
     parked_bytes_ += static_cast<int64_t>(r.body.size());
     return lot.ready.push_back(std::move(r));
   }
-  Call* call = lot.waiting.front().get();
+  auto target = lot.waiting.begin();
+  for (auto it = lot.waiting.begin(); it != lot.waiting.end(); ++it) {
+    if ((*it)->size > (*target)->size) target = it;
+  }
+  Call* call = target->get();
   call->Write(std::move(r));
   if (call->filled < call->size) return;
-  FinishCall(std::move(lot.waiting.front()));
-  lot.waiting.pop_front();
+  FinishCall(std::move(*target));
+  lot.waiting.erase(target);
 }
 
 void Fetcher::FinishCall(std::unique_ptr<Call> call) {
