@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 import tfeed
+from tfeed import contract
 from tfeed.fetching.native import fetch_kwargs
 
 
@@ -57,7 +58,7 @@ def nginx_origin():
 def loop_may_use_realtime() -> bool:
     """Whether a fetch loop (either engine) should run SCHED_FIFO here: ``TFEED_LOOP_REALTIME`` is not ``0`` and a
     thread of this process may switch itself to SCHED_FIFO (tried on a throwaway thread)."""
-    if os.environ.get("TFEED_LOOP_REALTIME") == "0":
+    if os.environ.get(contract.LOOP_REALTIME_SWITCH) == "0":
         return False
     allowed = []
 

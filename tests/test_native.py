@@ -284,7 +284,9 @@ def test_without_real_time_the_loop_thread_asks_for_short_time_slices(server, jp
 
     code = ("import json, sys; sys.path.insert(0, 'tests'); import test_native as t, tfeed.kernels as k; "
             "assert t.fetch(k.load_fetch(), [sys.argv[1]])[0][1] == ''; print(json.dumps(t._loop_thread_scheduling()))")
-    env = {**os.environ, "TFEED_LOOP_REALTIME": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    from tfeed import contract
+
+    env = {**os.environ, contract.LOOP_REALTIME_SWITCH: "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", code, server.url(jpg)], env=env, capture_output=True, text=True,
                           timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]

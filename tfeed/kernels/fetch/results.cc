@@ -2,6 +2,8 @@
 // oldest waiting call (full calls before a short one); the cache; and the ends
 // of batches, calls and lots, cancelled ones included.
 
+#include <algorithm>
+
 #include "cache_io.h"
 #include "fetcher.h"
 
@@ -64,10 +66,8 @@ void Fetcher::Deliver(uint64_t id, Result r) {
     parked_bytes_ += static_cast<int64_t>(r.body.size());
     return lot.ready.push_back(std::move(r));
   }
-  auto target = lot.waiting.begin();
-  for (auto it = lot.waiting.begin(); it != lot.waiting.end(); ++it) {
-    if ((*it)->size > (*target)->size) target = it;
-  }
+  const auto target = std::max_element(lot.waiting.begin(), lot.waiting.end(),  // the first largest
+                                       [](const auto& a, const auto& b) { return a->size < b->size; });
   Call* call = target->get();
   call->Write(std::move(r));
   if (call->filled < call->size) return;
