@@ -167,6 +167,9 @@ void Fetcher::Loop() {
       hosts_dirty_ = false;
       next_publish_ = now + std::chrono::milliseconds(50);
     }
+    RunCurlTimeout();  // libcurl writes the requests Admit added on its timeout action
+    Harvest();
+    completer_.Flush();  // once the new requests are out (see Completer)
     int n = WaitForEvents(&events, now);
     Dispatch(events, n);
     RunCurlTimeout();
