@@ -3,7 +3,11 @@
 // unread holds a request slot of a host that allows only a few: with the
 // client on one core (a host that serves 16 at a time, 100 ms per request),
 // the loop waited ~20 ms on the run queue once per decoded batch of 32, and
-// all 16 slots sat idle meanwhile: 144 images/s of 160.
+// all 16 slots sat idle meanwhile: 144 images/s of 160.  Most of that wait
+// the loop brought on itself, by waking its done-callback thread before it had
+// sent its next requests (completer.h: 154/s now at fair priority).  Real time
+// still pays where the loop must wake on time, as for a paced host: nginx
+// limit_req 200 r/s, 181 images/s against 162 at fair priority.
 //  1. SCHED_FIFO at the lowest real-time priority, where the process may
 //     (CAP_SYS_NICE, or RLIMIT_RTPRIO >= 1): 155/s there, as fast as a client
 //     that does not decode; 16 hosts x 4: 512 -> 586/s.  The loop sleeps in
