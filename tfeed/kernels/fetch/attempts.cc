@@ -336,6 +336,7 @@ bool Fetcher::Requeue(Transfer* t, const AttemptEnd& end, Clock::time_point now)
   host->limiter.Overloaded(t->ticket, Since(now), status_overload ? end.status : 0,
                            status_overload ? end.retry_after : -1, rng_);
   --in_flight_;
+  admit_pending_ = true;  // the URL may start again at once: shed after Admit ran, it must not wait for an event
   --t->attempts;  // shed, not tried
   const int64_t answered = host->images + host->failures;
   if (t->answered_mark >= 0 && t->answered_mark < answered) ++t->sheds;
