@@ -5,9 +5,11 @@ implements the same state machine and is checked against this one):
 
 * **Window.** A host starts with ``INITIAL_WINDOW`` open requests (a burst of
   new connections that fits the 5-deep accept queue of ``python -m
-  http.server``) and gains one per success ("slow start": the window doubles
-  per round trip), until the first sign of overload; then about one per round
-  trip.  ``cap`` (``FetchConfig.connections_per_host``) bounds it.
+  http.server``) and gains ``SLOW_START_GROWTH`` per success ("slow start":
+  two per success, the window triples per round trip; an HTTP/2 host's opens
+  to ``MULTIPLEXED_WINDOW`` streams at its first answer), until the first sign
+  of overload; then about one per round trip.  ``cap``
+  (``FetchConfig.connections_per_host``) bounds it.
 * **Overload** (``503``, a refused or reset connection, a connect timeout):
   the window becomes the smallest of ``OVERLOAD_DECREASE`` times itself, the
   number of requests that were open before the overloaded one started, and
