@@ -99,6 +99,38 @@ def test_the_known_level_is_what_the_burst_got_served_not_the_open_count():
     assert max(windows) == 16
 
 
+def shed_before_the_burst_is_read(retry_after=None):
+    """A host that serves 4 at once: its first answer lets slow start send two more, and one of
+    them is shed (503) before the other three answers of the opening burst are read.  Returns the
+    host and those three tickets."""
+    host = limiter()
+    opening = [host.start(0.0) for _ in range(int(host.window))]  # 4 open
+    host.succeeded(opening[0], 0.1, 0.1)  # window 6
+    extra = [host.start(0.1) for _ in range(2)]
+    host.overloaded(extra[1], 0.101, status=503, retry_after=retry_after)
+    host.succeeded(extra[0], 0.1, 0.2)
+    return host, opening[1:]
+
+
+def test_a_503_read_before_the_burst_lifts_the_window_to_what_the_burst_got_served():
+    """Only one success read at the 503: the cut goes to 1; the burst's successes, read next,
+    show 4 at once, and the window returns to 4 with them, not by one per round trip."""
+    host, rest = shed_before_the_burst_is_read()
+    assert host.window == 1.0
+    for ticket in rest:
+        host.succeeded(ticket, 0.1, 0.1)
+    assert host.ceiling == 4 and host.window == 4.0
+
+
+def test_after_a_retry_after_pause_the_burst_raises_only_the_known_level():
+    """With Retry-After the host asked for rest: the window regrows to the known level about one
+    per round trip after the pause, as before."""
+    host, rest = shed_before_the_burst_is_read(retry_after=1.0)
+    for ticket in rest:
+        host.succeeded(ticket, 0.1, 0.1)
+    assert host.ceiling == 4 and host.window == 1.0
+
+
 def test_a_failed_probe_returns_to_the_known_level_and_waits_longer():
     host = limiter()
     host.window, host.slow_start, host.ceiling = 17.0, False, 16.0

@@ -53,6 +53,7 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   if (ticket.seq <= burst_seq_) {  // a success of the burst open at the last overload cut
     ++burst_served_;
     ceiling_ = std::max(ceiling_, std::min(burst_level_, static_cast<double>(burst_served_)));
+    if (burst_lifts_ && window_ < ceiling_) window_ = std::min<double>(cap_, ceiling_);
   }
   if (succeeded_any_) {
     const double interval = now - last_success_;
@@ -99,7 +100,8 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
   } else if (fresh) {
     const double served = served_level_ > 0 ? static_cast<double>(served_level_) : window_;
     const double level = std::max<double>(static_cast<double>(ticket.position), c::kMinWindow);
-    Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level, static_cast<double>(served_level_));
+    Cut(std::min({window_ * c::kOverloadDecrease, level, served}), now, level, static_cast<double>(served_level_),
+        status != 0 && pause < 0);
     served_level_ = 0;
   }
   if (pause >= 0) {
@@ -118,7 +120,7 @@ void HostLimiter::Rested(double now) {
 
 bool HostLimiter::GivenUp(double now) const { return unanswered_ && now - unanswered_since_ > patience_; }
 
-void HostLimiter::Cut(double target, double now, double overload, double served) {
+void HostLimiter::Cut(double target, double now, double overload, double served, bool lifts) {
   const bool probing = has_ceiling_ && window_ > ceiling_;
   if (overload > 0 && probing) {  // the probe failed: back to the known level, probe later
     probe_quiet_ = std::max(probe_quiet_, std::min<double>(2 * probe_quiet_, c::kMaxProbeQuietS));
@@ -127,6 +129,7 @@ void HostLimiter::Cut(double target, double now, double overload, double served)
     ceiling_ = std::max<double>(std::min(overload, served > 0 ? served : target), c::kMinWindow);
     has_ceiling_ = true;
     burst_seq_ = seq_, burst_level_ = overload, burst_served_ = 0;
+    burst_lifts_ = lifts;
   }
   window_ = std::max<double>(c::kMinWindow, target);
   slow_start_ = false;

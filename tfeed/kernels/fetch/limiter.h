@@ -53,8 +53,8 @@ class HostLimiter {
 
  private:
   // overload: the requests open before the shed one (0: a latency cut); served: the most open
-  // among earlier successes.  See limiter.py.
-  void Cut(double target, double now, double overload, double served);
+  // among earlier successes; lifts: the burst's successes raise the window too.  See limiter.py.
+  void Cut(double target, double now, double overload, double served, bool lifts = false);
   void Pause(double until);
   double AddLatency(double latency);
   double PacedGap() const;
@@ -76,6 +76,7 @@ class HostLimiter {
   int64_t samples_ = 0, streak_ = 0, served_level_ = 0;
   int64_t burst_seq_ = 0, burst_served_ = 0;  // the burst open at the last overload cut, its successes
   double burst_level_ = 0;                    // requests open before the shed one
+  bool burst_lifts_ = false;                  // its successes lift the window (a 503 without Retry-After)
   int64_t connect_misses_ = 0;                // connect timeouts since the last success, one per overflow
   int64_t miss_seq_ = 0;                      // requests started before the last counted connect timeout
   bool unanswered_ = false;
