@@ -122,6 +122,35 @@ def test_a_503_read_before_the_burst_lifts_the_window_to_what_the_burst_got_serv
     assert host.ceiling == 4 and host.window == 4.0
 
 
+def test_a_latency_cut_ends_the_burst_lift():
+    """A host that shed one of 16 and then starts to queue: the burst's late successes raise
+    the known level, not the window the latency cut just set."""
+    host = limiter()
+    host.window, host.slow_start = 16.0, False
+    burst = [host.start(0.0) for _ in range(16)]
+    host.succeeded(burst[0], 0.1, 0.1)
+    host.overloaded(host.start(0.1), 0.101, status=503)  # read before the rest: a cut to 1, lifted
+    for ticket in burst[1:9]:
+        host.succeeded(ticket, 0.1, 0.11)
+    assert host.window == 8.0  # lifted by the 8 served since the cut
+    queued = host.start(0.11)  # started after the cut: its latency speaks of the new window
+    host.succeeded(queued, 5.0, 5.11)
+    cut = host.window
+    assert cut == pytest.approx(8.0 * contract.LATENCY_DECREASE)
+    for ticket in burst[9:]:
+        host.succeeded(ticket, 0.1, 5.12)
+    assert host.ceiling == 15 and host.window == cut
+
+
+def test_a_latency_cut_never_raises_a_window_an_overload_left_small():
+    host = limiter()
+    host.window, host.slow_start = 2.0, False
+    host.succeeded(host.start(0.0), 0.1, 0.1)
+    before = host.window
+    host.succeeded(host.start(0.1), 5.0, 5.1)  # queueing: a latency cut
+    assert before < contract.LATENCY_MIN_WINDOW and host.window == before
+
+
 def test_after_a_retry_after_pause_the_burst_raises_only_the_known_level():
     """With Retry-After the host asked for rest: the window regrows to the known level about one
     per round trip after the pause, as before."""

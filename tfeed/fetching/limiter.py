@@ -180,7 +180,9 @@ class HostLimiter:
         if seq <= self._cut_seq:  # started before the last cut: says nothing of the new window
             return
         if self._smooth > contract.LATENCY_TOLERANCE * floor + contract.LATENCY_SLACK_S:
-            self._cut(max(self.window * contract.LATENCY_DECREASE, contract.LATENCY_MIN_WINDOW), now)
+            # never below LATENCY_MIN_WINDOW, nor above the window an overload left
+            self._cut(min(self.window, max(self.window * contract.LATENCY_DECREASE, contract.LATENCY_MIN_WINDOW)),
+                      now)
         elif self._smooth > contract.SLOW_START_EXIT * floor + contract.LATENCY_SLACK_S:
             self.slow_start = False  # requests begin to queue at the host: hold the window
         elif self.slow_start:
@@ -260,7 +262,7 @@ class HostLimiter:
         one (0: a latency cut), the most the window may regrow to without a probe;
         ``served``: the most open among earlier successes (0: none), the ceiling until the
         burst's successes raise it; ``lifts``: they raise the window with it (a 503 without
-        ``Retry-After``; see the module's docstring)."""
+        ``Retry-After``; see the module's docstring), until a latency cut."""
         probing = self.ceiling is not None and self.window > self.ceiling
         if overload and probing:  # the probe failed: back to the known level, probe later
             self._probe_quiet = max(self._probe_quiet, min(2 * self._probe_quiet, contract.MAX_PROBE_QUIET_S))
@@ -269,6 +271,8 @@ class HostLimiter:
             self.ceiling = max(min(overload, served or target), contract.MIN_WINDOW)
             self._burst_seq, self._burst_level, self._burst_served = self._seq, overload, 0
             self._burst_lifts = lifts
+        else:  # latency says the host queues: the burst may still raise the level, not the window
+            self._burst_lifts = False
         self.window = max(float(contract.MIN_WINDOW), target)
         self.slow_start = False
         self._probe_at = now + self._probe_quiet

@@ -67,7 +67,9 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   has_smooth_ = true;
   if (ticket.seq <= cut_seq_) return;  // started before the last cut
   if (smooth_ > c::kLatencyTolerance * floor + c::kLatencySlackS) {
-    Cut(std::max(window_ * c::kLatencyDecrease, static_cast<double>(c::kLatencyMinWindow)), now, 0, 0);
+    // never below kLatencyMinWindow, nor above the window an overload left
+    Cut(std::min(window_, std::max(window_ * c::kLatencyDecrease, static_cast<double>(c::kLatencyMinWindow))),
+        now, 0, 0);
   } else if (smooth_ > c::kSlowStartExit * floor + c::kLatencySlackS) {
     slow_start_ = false;  // requests begin to queue at the host: hold the window
   } else if (slow_start_) {
@@ -130,6 +132,8 @@ void HostLimiter::Cut(double target, double now, double overload, double served,
     has_ceiling_ = true;
     burst_seq_ = seq_, burst_level_ = overload, burst_served_ = 0;
     burst_lifts_ = lifts;
+  } else {  // latency says the host queues: the burst may still raise the level, not the window
+    burst_lifts_ = false;
   }
   window_ = std::max<double>(c::kMinWindow, target);
   slow_start_ = false;
