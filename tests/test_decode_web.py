@@ -230,6 +230,16 @@ def test_header_op_reads_what_pillow_reads(core_ops, bodies):
     assert checked == 15
 
 
+def test_the_python_engines_header_reader_returns_what_the_op_returns(core_ops, bodies):
+    """The ctypes entry point the Python engine's check calls is the op's parser, field for
+    field, on every generated body, a truncated copy of each, and bytes that are no image."""
+    read = tfeed.kernels.image_header_reader()
+    samples = list(bodies.values()) + [body[:40] for body in bodies.values()] + [b"", b"\x89PNG", b"<html>"]
+    for body in samples:
+        assert read(body) == tuple(core_ops.tfeed_image_header(body).numpy().tolist())
+        assert read(bytearray(body)) == read(body)
+
+
 def test_transcoded_formats_shrink_only_while_they_cover_the_target():
     """An AVIF (OpenCV, into BMP) comes out at the smallest 1/2, 1/4, 1/8 that still covers the target."""
     from tfeed.fetching import sniff

@@ -8,8 +8,8 @@ anything else counts as ``not_image``.  A header declaring more than
 ``max_pixels`` pixels counts as ``too_large`` before anything decodes it.
 
 The Python engine's check (:func:`check`) reads headers with the core
-kernels' ``tfeed_image_header`` (the parser the native engine compiles in,
-kernels/shared/image_header.cc); without the core kernels it cannot read
+kernels' parser (the one the native engine compiles in,
+kernels/shared/image_header.cc, called through ctypes); without the core kernels it cannot read
 sizes, so ``max_pixels`` is then not enforced and animated WebPs fail to
 decode (``decode_error``).
 """
@@ -50,14 +50,14 @@ class Verdict(NamedTuple):
 
 
 def read_header(data: bytes):
-    """``(format name, height, width, animated)`` from the core kernels'
-    ``tfeed_image_header``, or None when they are unavailable."""
+    """``(format name, height, width, animated)`` from the core kernels' header
+    parser (:func:`tfeed.kernels.image_header_reader`), or None when they are unavailable."""
     from tfeed import kernels
 
-    ops = kernels.load_core()
-    if ops is None:
+    read = kernels.image_header_reader()
+    if read is None:
         return None
-    code, height, width, _, _, animated = ops.tfeed_image_header(data).numpy().tolist()
+    code, height, width, _, _, animated = read(data)
     return contract.HEADER_FORMATS[code], height, width, bool(animated)
 
 

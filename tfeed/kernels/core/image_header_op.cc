@@ -11,6 +11,10 @@
 // orientation is the JPEG EXIF Orientation 1-8 (1 when absent); alpha and
 // animated are 0/1.  Reads only the header (kernels/shared/image_header.cc):
 // measured well under 1 us per body, against 2-10 ms to decode one.
+//
+// tfeed_image_header_fields, the same six fields for a plain C caller: the
+// Python engine's check reads them through ctypes, as an eager op call from
+// its event loop cost ~0.15 ms of the loop's GIL per body.
 
 #include "../shared/image_header.h"
 
@@ -31,6 +35,12 @@ using ::tensorflow::tstring;
 
 constexpr int kHeaderFields = 6;
 
+void HeaderFields(const unsigned char* data, std::size_t n, std::int64_t* out) {
+  const image::Header h = image::ReadHeader(data, n);
+  out[0] = h.format, out[1] = h.height, out[2] = h.width, out[3] = h.orientation;
+  out[4] = h.alpha ? 1 : 0, out[5] = h.animated ? 1 : 0;
+}
+
 REGISTER_OP("TfeedImageHeader")
     .Input("contents: string")
     .Output("header: int64")
@@ -50,16 +60,15 @@ class ImageHeaderOp : public OpKernel {
 
   void Compute(OpKernelContext* context) override {
     const tstring& contents = context->input(0).scalar<tstring>()();
-    const image::Header h =
-        image::ReadHeader(reinterpret_cast<const unsigned char*>(contents.data()), contents.size());
-    OP_REQUIRES(context, require_format_ <= 0 || h.format == require_format_,
+    std::int64_t fields[kHeaderFields];
+    HeaderFields(reinterpret_cast<const unsigned char*>(contents.data()), contents.size(), fields);
+    OP_REQUIRES(context, require_format_ <= 0 || fields[0] == require_format_,
                 ::tensorflow::errors::InvalidArgument(::tfeed::contract::kFormatRefusal, " (", require_format_,
-                                                      "), header format ", h.format));
+                                                      "), header format ", fields[0]));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({kHeaderFields}), &output));
     auto out = output->vec<int64_t>();
-    out(0) = h.format, out(1) = h.height, out(2) = h.width, out(3) = h.orientation;
-    out(4) = h.alpha ? 1 : 0, out(5) = h.animated ? 1 : 0;
+    for (int i = 0; i < kHeaderFields; ++i) out(i) = fields[i];
   }
 
  private:
@@ -70,3 +79,9 @@ REGISTER_KERNEL_BUILDER(Name("TfeedImageHeader").Device(::tensorflow::DEVICE_CPU
 
 }  // namespace
 }  // namespace tfeed
+
+// [format, height, width, orientation, alpha, animated] of data[0, n) into out[6].
+extern "C" __attribute__((visibility("default"))) void tfeed_image_header_fields(const unsigned char* data,
+                                                                                std::size_t n, std::int64_t* out) {
+  tfeed::HeaderFields(data, n, out);
+}
