@@ -84,7 +84,7 @@ def test_the_known_level_is_what_the_burst_got_served_not_the_open_count():
     for i in range(2):  # slow start to 36
         round_trip(host, 0.1 * i, 0.1)
     tickets = [host.start(0.3) for _ in range(int(host.window))]
-    shed = [ticket[:1] + (25,) for ticket in tickets[16:]]  # positions inflated by unread answers
+    shed = [ticket[:1] + (25,) + ticket[2:] for ticket in tickets[16:]]  # positions inflated by unread answers
     host.overloaded(shed[0], 0.31, status=503, retry_after=1.0)
     for ticket in shed[1:]:
         host.overloaded(ticket, 0.31, status=503, retry_after=1.0)

@@ -112,6 +112,8 @@ class HostLimiter:
         self._rng = rng or random.Random()
         self._seq = 0  # requests started
         self._cut_seq = 0  # requests started before the last cut
+        self._overload_seq = 0  # requests started before the last overload event
+        self._successes = 0
         self._probe_quiet = contract.PROBE_QUIET_S
         self._probe_at = 0.0
         self._next_start = 0.0
@@ -142,7 +144,8 @@ class HostLimiter:
         return max(now, self.paused_until, self._next_start)
 
     def start(self, now: float) -> tuple:
-        """Record a started request; returns its ticket ``(sequence, requests open before it)``."""
+        """Record a started request; returns its ticket ``(sequence, requests open before it,
+        the host's successes before it)``."""
         self._seq += 1
         position = self.in_flight
         self.in_flight += 1
@@ -152,16 +155,18 @@ class HostLimiter:
         if self.gap > self.min_gap and now < self._next_start + self.gap:  # the pace held this start back
             self.gap *= contract.PACE_RELAX if self._pace_settled else contract.PACE_RELAX_FIRST
         self._next_start = now + max(self.gap, self.min_gap)
-        return self._seq, position
+        return self._seq, position, self._successes
 
     # -- outcomes ------------------------------------------------------------------
     def succeeded(self, ticket: tuple, latency: float, now: float, multiplexed: bool = False) -> None:
         """A response that was not overload (an image, or a 404 alike), ``latency`` seconds after its
         start; ``multiplexed``: it came over a connection that carries concurrent streams (HTTP/2)."""
-        seq, position = ticket
+        seq, position, successes_before = ticket
         self.in_flight -= 1
         self._streak, self._unanswered_since, self._connect_misses = 0, None, 0
-        self._served_level = max(self._served_level, position + 1)
+        # served at once: those open at its start, at most as many as were answered while it was open
+        self._served_level = max(self._served_level, min(position, self._successes - successes_before) + 1)
+        self._successes += 1
         if not self.adaptive:
             return
         if seq <= self._burst_seq:
@@ -201,10 +206,10 @@ class HostLimiter:
     def overloaded(self, ticket: tuple, now: float, *, status: int = 0,
                    retry_after: Optional[float] = None) -> None:
         """A 429 / 503 (``status``), or a refused, reset or timed-out connection (``status`` 0)."""
-        seq, position = ticket
+        seq, position, _ = ticket
         self.in_flight -= 1
         self.throttles += 1
-        fresh = seq > self._cut_seq
+        fresh = seq > self._overload_seq  # a latency cut's burst still tells of overload
         if fresh:  # a burst shed at once is one event (fixed windows: every overload is fresh)
             self._streak += 1
         if self._unanswered_since is None:
@@ -231,7 +236,7 @@ class HostLimiter:
             fixed = ceiling * contract.BACKOFF_FIXED_SHARE
             self._pause(now + fixed + self._rng.uniform(0, ceiling - fixed))
         if fresh:
-            self._cut_seq = self._seq
+            self._cut_seq = self._overload_seq = self._seq
 
     # -- connections -----------------------------------------------------------------
     def connect_timeout(self, configured: float) -> float:

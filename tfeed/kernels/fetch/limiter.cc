@@ -32,7 +32,7 @@ bool HostLimiter::CanStart(double now) const {
 double HostLimiter::ReadyAt(double now) const { return std::max({now, paused_until_, next_start_}); }
 
 LimiterTicket HostLimiter::Start(double now) {
-  LimiterTicket ticket{++seq_, in_flight_};
+  LimiterTicket ticket{++seq_, in_flight_, successes_};
   ++in_flight_;
   if (started_any_) start_interval_ = 0.9 * start_interval_ + 0.1 * (now - last_start_);
   started_any_ = true;
@@ -48,7 +48,9 @@ void HostLimiter::Succeeded(const LimiterTicket& ticket, double latency, double 
   --in_flight_;
   streak_ = 0, connect_misses_ = 0;
   unanswered_ = false;
-  served_level_ = std::max(served_level_, ticket.position + 1);
+  // served at once: those open at its start, at most as many as were answered while it was open
+  served_level_ = std::max(served_level_, std::min(ticket.position, successes_ - ticket.successes) + 1);
+  ++successes_;
   if (!adaptive_) return;
   if (ticket.seq <= burst_seq_) {  // a success of the burst open at the last overload cut
     ++burst_served_;
@@ -88,7 +90,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
                              std::mt19937_64& rng) {
   --in_flight_;
   ++throttles_;
-  const bool fresh = ticket.seq > cut_seq_;
+  const bool fresh = ticket.seq > overload_seq_;  // not a latency cut's: it never saw this
   if (fresh) ++streak_;  // a burst shed at once is one event (fixed windows: every overload is fresh)
   if (!unanswered_) unanswered_ = true, unanswered_since_ = now;
   if (!adaptive_) return;
@@ -113,7 +115,7 @@ void HostLimiter::Overloaded(const LimiterTicket& ticket, double now, long statu
     const double fixed = ceiling * c::kBackoffFixedShare;
     Pause(now + fixed + std::uniform_real_distribution<double>(0, ceiling - fixed)(rng));
   }
-  if (fresh) cut_seq_ = seq_;
+  if (fresh) cut_seq_ = overload_seq_ = seq_;
 }
 
 void HostLimiter::Rested(double now) {

@@ -17,6 +17,7 @@ namespace fetch {
 struct LimiterTicket {
   int64_t seq = 0;       // the request's number among the host's starts
   int64_t position = 0;  // requests open when it started
+  int64_t successes = 0;  // the host's successes before it started
 };
 
 class HostLimiter {
@@ -68,7 +69,9 @@ class HostLimiter {
   double smooth_ = 0;  // moving average of latencies
   double ceiling_ = 0;
   double backoff_, max_backoff_, patience_;
-  int64_t seq_ = 0, cut_seq_ = 0;
+  int64_t seq_ = 0, cut_seq_ = 0;  // requests started, and before the last cut
+  int64_t overload_seq_ = 0;      // requests started before the last overload event
+  int64_t successes_ = 0;
   double probe_quiet_, probe_at_ = 0, next_start_ = 0, start_interval_ = 0, last_start_ = 0;
   bool started_any_ = false, succeeded_any_ = false, has_success_interval_ = false;
   double success_interval_ = 0, last_success_ = 0;  // moving average of the interval between successes
