@@ -142,6 +142,38 @@ def test_a_latency_cut_ends_the_burst_lift():
     assert host.ceiling == 15 and host.window == cut
 
 
+def open_burst(n):
+    """A host answering in 1 ms (its floor), then ``n`` requests opened at once; returns both."""
+    host = limiter()
+    host.window, host.slow_start = 64.0, False
+    for i in range(5):
+        host.succeeded(host.start(0.01 * i), 0.001, 0.01 * i + 0.001)
+    return host, [host.start(0.1) for _ in range(n)]
+
+
+def test_overload_after_a_latency_cut_is_still_an_overload():
+    """A burst whose first answer is slow (a latency cut, x0.9), then its connections time out
+    (a full accept queue): those timeouts cut the window again, as overload.  They were taken
+    for answers to the latency cut, and the window stayed high while SYNs kept being dropped."""
+    host, burst = open_burst(50)
+    before = host.window
+    host.succeeded(burst[0], 0.1, 0.2)
+    after_latency_cut = host.window
+    assert after_latency_cut == pytest.approx(contract.LATENCY_DECREASE * before)
+    host.overloaded(burst[30], 0.3)  # a connect timeout
+    assert host.window <= contract.OVERLOAD_DECREASE * after_latency_cut
+
+
+def test_a_success_proves_only_the_concurrency_answered_while_it_was_open():
+    """50 open, most of them stuck in a dropped SYN: the two that get through answer alone, so
+    the host served 1-2 at once, not the 41 open when they started, and the cut goes there."""
+    host, burst = open_burst(50)
+    host.succeeded(burst[40], 0.001, 0.101)
+    host.succeeded(burst[41], 0.001, 0.101)
+    host.overloaded(burst[45], 0.2)
+    assert host.window == 2.0
+
+
 def test_a_latency_cut_never_raises_a_window_an_overload_left_small():
     host = limiter()
     host.window, host.slow_start = 2.0, False
