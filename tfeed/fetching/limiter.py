@@ -273,7 +273,7 @@ class HostLimiter:
     def _cut(self, target: float, now: float, overload: float = 0, served: float = 0, lifts: bool = False) -> None:
         """Shrink the window to ``target``.  ``overload``: the requests open before the shed
         one (0: a latency cut), the most the window may regrow to without a probe;
-        ``served``: the most open among earlier successes (0: none), the ceiling until the
+        ``served``: the most served at once among earlier successes (0: none), the ceiling until the
         burst's successes raise it; ``lifts``: they raise the window with it (a 503 without
         ``Retry-After``; see the module's docstring), until a latency cut."""
         probing = self.ceiling is not None and self.window > self.ceiling

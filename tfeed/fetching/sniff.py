@@ -9,9 +9,9 @@ anything else counts as ``not_image``.  A header declaring more than
 
 The Python engine's check (:func:`check`) reads headers with the core
 kernels' parser (the one the native engine compiles in,
-kernels/shared/image_header.cc, called through ctypes); without the core kernels it cannot read
-sizes, so ``max_pixels`` is then not enforced and animated WebPs fail to
-decode (``decode_error``).
+kernels/shared/image_header.cc, called through ctypes); without the core
+kernels it cannot read sizes, so ``max_pixels`` is then not enforced and
+animated WebPs fail to decode (``decode_error``).
 """
 
 from __future__ import annotations

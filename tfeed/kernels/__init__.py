@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 if TYPE_CHECKING:
     from tfeed.kernels.build import BuildError
 
-__all__ = ["load", "load_core", "load_fetch", "image_header_reader", "available", "NativeUnavailableWarning", "BuildError"]
+__all__ = ["load", "load_core", "load_fetch", "image_header_reader", "available", "NativeUnavailableWarning",
+           "BuildError"]
 
 
 def __getattr__(name):

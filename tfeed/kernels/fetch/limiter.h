@@ -53,8 +53,8 @@ class HostLimiter {
   void set_min_gap(double seconds) { min_gap_ = seconds; }
 
  private:
-  // overload: the requests open before the shed one (0: a latency cut); served: the most open
-  // among earlier successes; lifts: the burst's successes raise the window too.  See limiter.py.
+  // overload: the requests open before the shed one (0: a latency cut); served: the most served
+  // at once among earlier successes; lifts: the burst's successes raise the window too.  See limiter.py.
   void Cut(double target, double now, double overload, double served, bool lifts = false);
   void Pause(double until);
   double AddLatency(double latency);
