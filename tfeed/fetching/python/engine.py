@@ -34,6 +34,7 @@ from tfeed.fetching.limiter import RequestConnections
 from tfeed.config import FetchConfig
 from tfeed.fetching.python.download import download
 from tfeed.fetching.python.guard import connector_hooks
+from tfeed.fetching.python.heap import HeapHold
 from tfeed.fetching.python.hosts import Host, HostQueues, Pending
 from tfeed.fetching.python.loop_priority import LoopPriority
 from tfeed.stats import Stats
@@ -100,6 +101,7 @@ class FetchEngine:
         # loop-thread state
         self._hosts = HostQueues(config, self._rng)
         self._in_flight = 0
+        self._heap = HeapHold()  # keeps full collections off the older heap while requests run
         self._held_bytes = 0
         self._wakeup: Optional[asyncio.TimerHandle] = None
         self._finalizer = None
@@ -216,7 +218,7 @@ class FetchEngine:
             ready.wait()
             self._loop, self._thread = loop, thread
             self._session = asyncio.run_coroutine_threadsafe(self._open_session(), loop).result()
-            self._finalizer = weakref.finalize(self, _shutdown, loop, thread, self._session)
+            self._finalizer = weakref.finalize(self, _shutdown, loop, thread, self._session, self._heap)
 
     async def _open_session(self):
         import aiohttp
@@ -255,6 +257,7 @@ class FetchEngine:
                 continue
             self._in_flight += 1
             self._loop.create_task(self._fetch(pending, host, ticket))
+        self._heap.set(self._in_flight > 0)
         self._schedule_wakeup(self._hosts.next_wakeup(now))
 
     def _schedule_wakeup(self, when: Optional[float]) -> None:
@@ -353,7 +356,8 @@ def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
     loop.run_forever()
 
 
-def _shutdown(loop, thread, session) -> None:
+def _shutdown(loop, thread, session, heap: HeapHold) -> None:
+    heap.set(False)  # requests cut short by the shutdown never reach _pump
     if not thread.is_alive():
         return
     try:
