@@ -239,3 +239,30 @@ def test_an_http2_origin_gets_its_requests_as_streams_of_a_few_connections():
         assert origin.stats()["connections"] <= 4  # the opening window's burst, then streams
         slow_start_alone = contract.INITIAL_WINDOW + contract.SLOW_START_GROWTH * len(urls)
         assert _host(dataset, urls[0])["window"] >= max(slow_start_alone + 1, 0.9 * contract.MULTIPLEXED_WINDOW)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_new_dataset_starts_each_host_where_the_last_one_left_it(engine):
+    """A second dataset's first burst to a host is the window the first dataset's epoch reached, not
+    INITIAL_WINDOW: both engines remember hosts for the process (0.5 s per request, so the requests
+    open at 0.25 s into the epoch are its opening burst)."""
+    images = _images(32)
+    with ImageServer(images, latency=0.5) as server:
+        urls = [server.url(name) for name in sorted(images)]
+
+        def dataset():
+            return tfeed.image_dataset_from_urls(urls, labels=None, image_size=(32, 32), shuffle=False,
+                                                 fetch_engine=engine)
+
+        first = dataset()
+        assert _epoch(first) == 32
+        learned = _host(first, urls[0])["window"]
+        assert learned > contract.INITIAL_WINDOW
+        server.reset_counts()
+        second = dataset()
+        epoch = threading.Thread(target=_epoch, args=(second,))
+        epoch.start()
+        time.sleep(0.25)
+        opening = server.request_count()
+        epoch.join()
+    assert opening >= min(int(learned), 32) * 0.9 > contract.INITIAL_WINDOW, (opening, learned)

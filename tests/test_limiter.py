@@ -339,3 +339,26 @@ def test_a_new_connection_gets_a_few_latency_floors_not_the_configured_timeout()
     fixed = limiter(adaptive=False)
     fixed.succeeded(fixed.start(0.0), 0.001, 0.001)
     assert fixed.connect_timeout(10.0) == 10.0
+
+
+def test_a_new_limiter_learns_the_window_pause_and_floor_of_the_last_one():
+    earlier = limiter()
+    for i in range(3):
+        round_trip(earlier, 0.1 * i, 0.1)
+    earlier.overloaded(earlier.start(0.3), 0.31, status=503, retry_after=2.0)
+    later = limiter()
+    later.learn_from(earlier)
+    assert (later.window, later.ceiling, later.slow_start) == (earlier.window, earlier.ceiling, False)
+    assert not later.can_start(1.0) and later.ready_at(1.0) == earlier.paused_until  # the host's pause holds
+    assert later.connect_timeout(10.0) == earlier.connect_timeout(10.0)  # the latency floor
+    assert later.in_flight == 0 and later.throttles == 0  # its own requests and counters
+
+
+def test_what_is_learned_never_passes_the_cap_or_a_fixed_window():
+    earlier = limiter(cap=256)
+    for i in range(5):
+        round_trip(earlier, 0.1 * i, 0.1)
+    smaller, fixed = limiter(cap=16), limiter(cap=64, adaptive=False)
+    smaller.learn_from(earlier)
+    fixed.learn_from(earlier)
+    assert earlier.window > 64 and smaller.window == 16 and fixed.window == 64

@@ -85,6 +85,14 @@ implements the same state machine and is checked against this one):
   ``patience`` seconds since its last success is given up: its URLs count as
   ``rate_limited``.
 
+* **Memory.** A host's state outlives the dataset that learned it: the
+  native engine keeps one table for the process; a new Python engine starts
+  each host from the last limiter of that host in the process
+  (:meth:`HostLimiter.learn_from`, as TCP starts a connection from what the
+  last one to that destination learned, RFC 2140), so a second dataset (a
+  validation split, a notebook's rebuilt pipeline) does not begin at
+  ``INITIAL_WINDOW`` again.
+
 An overloaded request is not a failed one: the engine puts its URL back in
 the host's queue without spending its retry budget.  All times are seconds of
 a monotonic clock, passed in by the caller, so the state machine runs the
@@ -310,6 +318,22 @@ class HostLimiter:
             self._floors = [latency, self._floors[0]]
             self._samples = 0
         return min(self._floors)
+
+    # What a limiter learned of its host (window, slow start, overload level, pace, pause, latency),
+    # as against its own requests (in flight, tickets, signal marks) and counters.
+    _LEARNED = ("window", "slow_start", "ceiling", "gap", "_pace_settled", "paused_until", "_probe_quiet",
+                "_probe_at", "_samples", "_smooth", "_success_interval")
+
+    def learn_from(self, other: "HostLimiter") -> None:
+        """Start from what ``other``, an earlier limiter of the same host (and the same settings), has
+        learned, before any request of this one.  ``other`` may be driven by another thread meanwhile:
+        each field is read once, and a mix of two moments is still a state the rules recover from."""
+        if not (self.adaptive and other.adaptive) or self._seq:
+            return
+        for name in self._LEARNED:
+            setattr(self, name, getattr(other, name))
+        self._floors = list(other._floors)
+        self.window = min(self.window, float(self.cap))
 
     def snapshot(self, now: float) -> dict:
         """The host's state for :meth:`tfeed.Stats.hosts`."""

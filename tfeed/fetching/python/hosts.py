@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
+import threading
 import urllib.parse
 from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -44,6 +45,25 @@ def host_key(url: str) -> str:
         return ""
 
 
+# The newest limiter of each host in the process (a new engine's hosts start from them), the most
+# recently created last; at most _REMEMBERED hosts.
+_REMEMBERED = 4096
+_limiters: "collections.OrderedDict[tuple, HostLimiter]" = collections.OrderedDict()
+_limiters_lock = threading.Lock()
+
+
+def _remembered(limiter: HostLimiter, key: tuple) -> HostLimiter:
+    """``limiter``, started from the last one of the same ``key`` if any, and remembered in its place."""
+    with _limiters_lock:
+        last = _limiters.pop(key, None)
+        _limiters[key] = limiter
+        while len(_limiters) > _REMEMBERED:
+            _limiters.popitem(last=False)
+    if last is not None:
+        limiter.learn_from(last)
+    return limiter
+
+
 class Host:
     """One host's queue, limiter and counters."""
 
@@ -55,6 +75,9 @@ class Host:
                                    patience=config.host_patience, rng=rng, adaptive=self.adaptive)
         if config.max_requests_per_second_per_host is not None and key:
             self.limiter.min_gap = 1.0 / config.max_requests_per_second_per_host
+        if self.adaptive:
+            self.limiter = _remembered(self.limiter, (key, cap, self.limiter.min_gap, config.backoff,
+                                                      config.max_backoff, config.host_patience))
         self.queue: Deque[Pending] = collections.deque()
         self.requests = self.failures = self.images = 0
         self.ever_answered = False
