@@ -52,8 +52,8 @@ _limiters: "collections.OrderedDict[tuple, HostLimiter]" = collections.OrderedDi
 _limiters_lock = threading.Lock()
 
 
-def _remembered(limiter: HostLimiter, key: tuple) -> HostLimiter:
-    """``limiter``, started from the last one of the same ``key`` if any, and remembered in its place."""
+def _start_from_last(limiter: HostLimiter, key: tuple) -> None:
+    """Start ``limiter`` from the last one of the same ``key`` if any, and remember it in its place."""
     with _limiters_lock:
         last = _limiters.pop(key, None)
         _limiters[key] = limiter
@@ -61,7 +61,6 @@ def _remembered(limiter: HostLimiter, key: tuple) -> HostLimiter:
             _limiters.popitem(last=False)
     if last is not None:
         limiter.learn_from(last)
-    return limiter
 
 
 class Host:
@@ -76,8 +75,8 @@ class Host:
         if config.max_requests_per_second_per_host is not None and key:
             self.limiter.min_gap = 1.0 / config.max_requests_per_second_per_host
         if self.adaptive:
-            self.limiter = _remembered(self.limiter, (key, cap, self.limiter.min_gap, config.backoff,
-                                                      config.max_backoff, config.host_patience))
+            _start_from_last(self.limiter, (key, cap, self.limiter.min_gap, config.backoff, config.max_backoff,
+                                            config.host_patience))
         self.queue: Deque[Pending] = collections.deque()
         self.requests = self.failures = self.images = 0
         self.ever_answered = False
