@@ -37,11 +37,12 @@ def freeze_counts_around_a_download(server):
     engine = FetchEngine(tfeed.FetchConfig(), tfeed.Stats(), seed=0)
     try:
         urls = [server.url(f"{i}.png") for i in range(4)]
+        server.reset_counts()
         ticket = engine.submit(engine.new_run(), urls, [0] * 4, ordered=True)
-        deadline = time.monotonic() + LATENCY_S / 2
-        while engine._in_flight == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while server.request_count() == 0 and time.monotonic() < deadline:  # sent: the loop has set its hold
             time.sleep(0.01)
-        during = gc.get_freeze_count()
+        during = gc.get_freeze_count()  # the server holds every request LATENCY_S
         results = engine.collect(ticket)
         assert all(r.body for r in results)
         time.sleep(0.05)  # the loop settles the last result, then finds nothing in flight
