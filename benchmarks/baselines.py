@@ -186,6 +186,13 @@ def tfeed_default(work: Work) -> tf.data.Dataset:
                                          batch_size=work.batch_size, fetch_config=config, **kwargs)
 
 
+def tfeed_fixed(work: Work) -> tf.data.Dataset:
+    """tfeed's defaults with fixed windows (``FetchConfig(adaptive=False)``): every host gets
+    ``connections_per_host`` open requests from the start, as before per-host adaptive windows."""
+    return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
+                                         batch_size=work.batch_size, fetch_config=FetchConfig(adaptive=False))
+
+
 def tfeed_python(work: Work) -> tf.data.Dataset:
     """``image_dataset_from_urls`` with the Python (aiohttp) engine instead of the default native one."""
     return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
@@ -200,6 +207,7 @@ CANDIDATES: Dict[str, Candidate] = {c.name: c for c in (
     Candidate("tensorpack", tensorpack, "tensorpack 0.11 MultiThreadMapData(32, strict=True)"),
     Candidate("tfeed", tfeed_default, "tfeed.image_dataset_from_urls, defaults (native engine when built)"),
     Candidate("tfeed-python", tfeed_python, "tfeed with fetch_engine='python' (aiohttp)"),
+    Candidate("tfeed-fixed", tfeed_fixed, "tfeed with fixed windows, FetchConfig(adaptive=False)"),
 )}
 
 PEERS = ("naive", "tutorial", "threadpool32", "tensorpack")

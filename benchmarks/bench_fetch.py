@@ -4,9 +4,10 @@ One run serves a web-like corpus (real photos as mixed JPEG/PNG/WebP at
 ImageNet-like sizes) from nginx (0 ms) and from tfeed's ``ImageServer`` with
 100 ms +- 20 ms latency per request, and measures for every candidate of
 :mod:`baselines` (decode ceiling, naive, tutorial, threadpool32, tensorpack,
-tfeed (default engine: native when built), tfeed-python): images/s, the ratio to the ceiling (also from
-the first batch on, without start-up), the time to the first batch, the tail
-(time from the last batch to end-of-sequence) and peak RSS.
+tfeed (default engine: native when built), tfeed-python, tfeed-fixed (fixed
+windows)): images/s, the ratio to the ceiling (also from the first batch on,
+without start-up), the time to the first batch, the tail (time from the last
+batch to end-of-sequence) and peak RSS.
 
     python benchmarks/bench_fetch.py                 # ~10 min: 2000 images, 3 rounds
     python benchmarks/bench_fetch.py --quick         # < 1 min smoke run, no isolation

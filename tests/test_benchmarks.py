@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_fetch.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SERVERS = ("nginx 0 ms", "ImageServer 100±20 ms")
-FETCHERS = ("naive", "tutorial", "threadpool32", "tensorpack", "tfeed", "tfeed-python")
+FETCHERS = ("naive", "tutorial", "threadpool32", "tensorpack", "tfeed", "tfeed-python", "tfeed-fixed")
 
 
 @pytest.mark.timeout(240)
