@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,13 @@ def _cpu_seconds(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _connections_to(pid, port) -> int:
+    """TCP connections process ``pid`` holds to ``port``: a worker fetching a shard has some."""
+    import psutil
+
+    return sum(1 for conn in psutil.Process(pid).net_connections(kind="tcp") if conn.raddr and conn.raddr.port == port)
+
+
 def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path, monkeypatch):
     monkeypatch.setattr(staging, "SMALL_ROWS", 30)  # 8 shards, so that both workers hold some when one dies
     stall = 4.0
@@ -270,8 +278,12 @@ def test_sigkill_of_a_worker_mid_epoch_ends_within_the_bound(tmp_path, monkeypat
             for images, _ in ds:
                 delivered += int(images.shape[0])
                 if delivered >= 40 and victim is None:
-                    # the busier worker: a worker that registered late may hold no shard yet
-                    busy = [_cpu_seconds(proc.pid) - before for (proc, _), before in zip(c.workers, cpu_before)]
+                    # a worker that is fetching (connected to the image server), the busier one by CPU if
+                    # both are: a worker that registered late may hold no shard yet, and its start-up
+                    # alone (importing TensorFlow) made it the busier by CPU in a loaded run
+                    port = urllib.parse.urlsplit(slow.base_url).port
+                    busy = [(_connections_to(proc.pid, port) > 0, _cpu_seconds(proc.pid) - before)
+                            for (proc, _), before in zip(c.workers, cpu_before)]
                     victim = c.workers[busy.index(max(busy))][0]
                     victim.kill()  # SIGKILL, by PID
                     killed_at = time.monotonic()
