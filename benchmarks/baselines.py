@@ -182,21 +182,23 @@ def tfeed_default(work: Work) -> tf.data.Dataset:
         kwargs["num_parallel_calls"] = tf.data.AUTOTUNE if calls in (None, "AUTOTUNE") else int(calls)
     if options:
         raise ValueError(f"unknown tfeed options: {sorted(options)}")
-    return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
-                                         batch_size=work.batch_size, fetch_config=config, **kwargs)
+    return _tfeed(work, fetch_config=config, **kwargs)
 
 
 def tfeed_fixed(work: Work) -> tf.data.Dataset:
     """tfeed's defaults with fixed windows (``FetchConfig(adaptive=False)``): every host gets
     ``connections_per_host`` open requests from the start, as before per-host adaptive windows."""
-    return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
-                                         batch_size=work.batch_size, fetch_config=FetchConfig(adaptive=False))
+    return _tfeed(work, fetch_config=FetchConfig(adaptive=False))
 
 
 def tfeed_python(work: Work) -> tf.data.Dataset:
     """``image_dataset_from_urls`` with the Python (aiohttp) engine instead of the default native one."""
+    return _tfeed(work, fetch_engine="python")
+
+
+def _tfeed(work: Work, **kwargs) -> tf.data.Dataset:
     return tfeed.image_dataset_from_urls(list(zip(work.urls, work.labels)), image_size=tuple(work.image_size),
-                                         batch_size=work.batch_size, fetch_engine="python")
+                                         batch_size=work.batch_size, **kwargs)
 
 
 CANDIDATES: Dict[str, Candidate] = {c.name: c for c in (
