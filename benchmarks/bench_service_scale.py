@@ -88,7 +88,7 @@ def stage_whole_list(path: str, directory: str) -> dict:
         seconds = time.perf_counter() - start
         peak = sampler.phase()
     rows = sum(staging.shard_length(shard) for shard, _ in shards)
-    graph = epoch_dataset([p for _, p in shards], FetchConfig(), (224, 224), shuffle=True, seed=0,
+    graph = epoch_dataset([p for _, p in shards], FetchConfig(), (224, 224),
                           ops=kernels.load_fetch()).batch(TRANSFER_GROUP)
     staging.remove()
     return {"rows": rows, "shards": len(shards), "seconds": seconds, "urls_per_s": rows / seconds,

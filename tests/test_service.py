@@ -133,6 +133,28 @@ def test_thousands_of_urls_from_shards_reach_two_workers_once_each(cluster, serv
     assert list(staging_dir.iterdir()) == []
 
 
+def test_a_small_job_spreads_over_both_workers(cluster):
+    """2,048 URLs make 8 shard files: each worker takes its share (one that read ahead, through a
+    parallel interleave and a shuffle buffer, took all 8 while the other had not started)."""
+    with ImageServer(_images(40), latency=0.05, process=True) as slow:
+        names = sorted(slow.names)
+        pairs = [(slow.url(names[i % 40]) + f"?b={i}", i) for i in range(2048)]
+        port = urllib.parse.urlsplit(slow.base_url).port
+        ds = tfeed.image_dataset_from_urls(pairs, service=cluster.address, image_size=(8, 8), batch_size=64, seed=3,
+                                           fetch_config=FetchConfig(max_in_flight=16))
+        cpu_before = [_cpu_seconds(proc.pid) for proc, _ in cluster.workers]
+        labels, fetching = [], [0] * len(cluster.workers)
+        for _, batch in ds:
+            labels += batch.numpy().tolist()
+            for i, (proc, _) in enumerate(cluster.workers):
+                fetching[i] += _connections_to(proc.pid, port) > 0
+        cpu = [_cpu_seconds(proc.pid) - before for (proc, _), before in zip(cluster.workers, cpu_before)]
+    assert sorted(labels) == list(range(2048))
+    assert min(fetching) > 0, fetching  # both workers fetched
+    # and shared the work: 0.92 and 0.91, 1.03 and 1.01 CPU seconds; before, 0.15 and 1.8, 0.46 and 1.57
+    assert min(cpu) > 0.6 * max(cpu), cpu
+
+
 def test_an_epoch_that_stages_slowly_runs_as_several_jobs_each_url_once(cluster, server, monkeypatch):
     """The first job starts with the shards written by FIRST_WAVE_WAIT; later jobs take the rest."""
     monkeypatch.setattr(client, "FIRST_WAVE_WAIT", 0.1)
@@ -147,8 +169,9 @@ def test_an_epoch_that_stages_slowly_runs_as_several_jobs_each_url_once(cluster,
                 time.sleep(1.5)
             yield server.url(names[i % 60]) + f"?w={i}", i
 
+    # Rows are shuffled while staged: a buffer of 100 lets shards out before the list ends.
     ds = tfeed.image_dataset_from_urls(source, service=cluster.address, image_size=(8, 8), batch_size=100, seed=7,
-                                       class_names=[str(i) for i in range(1200)])
+                                       class_names=[str(i) for i in range(1200)], shuffle_buffer_size=100)
     assert sorted(_labels(ds)) == list(range(1200))
     assert len(jobs) >= 2 and sum(jobs) == 5, jobs  # 4 shards of 256 and one of 176, each in one job
     assert ds.stats.snapshot()["failures"] == {}

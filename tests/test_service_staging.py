@@ -11,7 +11,7 @@ import pytest
 from tfeed import errors
 from tfeed.service import staging
 from tfeed.service.ledger import ShardLedger
-from tfeed.service.staging import EpochStaging, StagingRoot, pack_tags, read_shard, shard_rows, unpack_tags
+from tfeed.service.staging import EpochStaging, RowOrder, StagingRoot, pack_tags, read_shard, shard_rows, unpack_tags
 from tfeed.source.generator import NO_LABEL, LabelIndex, Selection
 
 
@@ -56,6 +56,26 @@ def test_every_selected_pair_is_staged_once_or_named(tmp_path):
         seen += [url for _, url in rows]
     expected = [url.replace(" ", "%20") for url, label in _pairs(3000)() if label != "4"]
     assert seen == expected  # source order, URLs normalised as the local pipeline does (a space encoded)
+
+
+def test_rows_are_shuffled_while_staged_reproducibly_from_the_seed(tmp_path):
+    """Each shard is a sample of the list (workers keep no shuffle buffer): a permutation of the
+    selected rows, the same for the same seed (trainers sharing a job write the same shards)."""
+    def staged_urls(name, seed, buffer_size=100_000):
+        stage = EpochStaging(str(tmp_path / name), _pairs(3000), Selection(), None,
+                             shuffle=RowOrder(seed, buffer_size))
+        return [[url for _, url in read_shard(path)] for _, path in stage.next_shards(0, wait_all=None)]
+
+    source = [url.replace(" ", "%20") for url, _ in _pairs(3000)()]
+    first, again, other = staged_urls("a", 1), staged_urls("b", 1), staged_urls("c", 2)
+    assert first == again and first != other
+    rows = sum(first, [])
+    assert sorted(rows) == sorted(source) and rows != source
+    # the first shard draws from the whole list, not from its first 256 URLs
+    assert max(source.index(url) for url in first[0]) > 2000
+    windowed = sum(staged_urls("d", 1, buffer_size=64), [])
+    assert sorted(windowed) == sorted(source) and windowed != source
+    assert max(source.index(url) for url in windowed[:256]) < 256 + 64  # a buffer beyond: a window
 
 
 def test_trainers_sharing_a_job_stage_the_same_shards_at_once(tmp_path):

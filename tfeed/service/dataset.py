@@ -28,7 +28,7 @@ from tfeed.errors import resolve_policy
 from tfeed.plan import Plan, ServiceSettings, attach, make_plan
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
-from tfeed.service.staging import EpochStaging, StagingRoot, check_classes
+from tfeed.service.staging import EpochStaging, RowOrder, StagingRoot, check_classes
 from tfeed.stats import Stats
 
 # Snappy on each element (tf.data service's "AUTO"): the uint8 pixels of web photos resized to
@@ -101,20 +101,21 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
     datasets = []
     for selection in plan.selections:
         name = selection.subset
-        root = StagingRoot(*_staging_place(settings, name))
+        root = StagingRoot(*_staging_place(settings, name, plan.seed if plan.shuffle else None))
         stats = Stats()
         worker_settings = dict(fetch_config=plan.fetch_config, image_size=plan.image_size,
-                               shuffle=plan.shuffle,
                                interpolation=plan.interpolation, crop_to_aspect_ratio=plan.crop_to_aspect_ratio,
                                pad_to_aspect_ratio=plan.pad_to_aspect_ratio,
                                num_parallel_calls=plan.num_parallel_calls, ops=ops,
                                decode_options=plan.decode_options)
         job_name = f"{settings.job_name}-{name}" if settings.job_name and name else settings.job_name
-        make = _distributed_jobs(worker_settings, plan.seed, settings.address, settings.processing_mode, job_name)
+        make = _distributed_jobs(worker_settings, plan.shuffle, plan.seed, settings.address,
+                                 settings.processing_mode, job_name)
 
         def stage(epoch: int, selection=selection, root=root) -> EpochStaging:
+            order = RowOrder(epoch_seed(plan.seed, epoch), plan.shuffle_buffer_size) if plan.shuffle else None
             return EpochStaging(root.epoch_dir(epoch), plan.factory, selection, plan.label_index,
-                                owned=_spent(root, epoch, shared))
+                                owned=_spent(root, epoch, shared), shuffle=order)
 
         reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout, shared=shared)
         dataset = tf.data.Dataset.from_generator(reader, output_signature=(
@@ -128,12 +129,15 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
     return tuple(datasets)
 
 
-def _staging_place(settings: ServiceSettings, subset: Optional[str]):
+def _staging_place(settings: ServiceSettings, subset: Optional[str], seed: Optional[int]):
     """``(staging_dir, name)`` of a subset's staging root: trainers sharing a job name stage to the
-    same paths (the job's graph must be the same for all), others to a directory of their own."""
+    same paths (the job's graph must be the same for all), others to a directory of their own.
+    ``seed``: the shuffle seed (None: no shuffle); trainers with another seed stage other rows into
+    each shard, so they get paths of their own (and the dispatcher refuses their different graph)."""
     if settings.job_name is None:
         return settings.staging_dir, None
-    return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}-{subset or 'all'}"
+    order = "" if seed is None else f"-seed{seed}"
+    return settings.staging_dir or tempfile.gettempdir(), f"tfeed-staging-{settings.job_name}-{subset or 'all'}{order}"
 
 
 def _spent(root: StagingRoot, epoch: int, shared: bool) -> str:
@@ -172,17 +176,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little") % (2**31)
 
 
-def _distributed_jobs(settings, seed, service, processing_mode, job_name):
+def _distributed_jobs(settings, shuffle, seed, service, processing_mode, job_name):
     """``make(epoch, wave, paths)``: the distributed dataset of one job over shard files ``paths``,
-    visited in an order drawn from ``(seed, epoch, wave)``."""
+    visited in an order drawn from ``(seed, epoch, wave)`` when ``shuffle``."""
     options = pipeline_options()
 
     def make(epoch: int, wave: int, paths: List[str]) -> tf.data.Dataset:
-        job_seed = epoch_seed(seed, epoch) + wave
         order = list(paths)
-        if settings["shuffle"]:
-            random.Random(job_seed).shuffle(order)
-        worker_side = (epoch_dataset(order, seed=job_seed, **settings)
+        if shuffle:
+            random.Random(epoch_seed(seed, epoch) + wave).shuffle(order)
+        worker_side = (epoch_dataset(order, **settings)
                        .batch(TRANSFER_GROUP).with_options(options))
         name = f"{job_name}-epoch{epoch}" + (f"-wave{wave}" if wave else "") if job_name else None
         return worker_side.apply(tf.data.experimental.service.distribute(

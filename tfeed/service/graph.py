@@ -5,7 +5,7 @@ Python (no ``from_generator``, no ``py_function``)::
 
     from_tensor_slices(shard paths)      <- the splits the dispatcher hands out, one file each
         --interleave(TextLineDataset, SHARDS_READ files at once)--> "<tag>\t<url>" lines
-        --shuffle(SHUFFLE_BUFFER, seed of the epoch)--> fetch_native_graph
+        --> fetch_native_graph
         --decode or fallback (one interleave branch per element)--> round to uint8
         --> (image uint8 [h, w, 3], tag, url, reason)
 
@@ -18,6 +18,16 @@ does not decode becomes a zero image with reason ``decode_error``.  The fallback
 is the second element of ``decoded.ignore_errors().concatenate(fallback).take(1)``,
 so decode errors are caught per element without Python and the client can
 tell a URL that failed from one that never arrived (lost with its worker).
+
+Rows arrive shuffled (the client shuffles them while staging, see
+:mod:`tfeed.service.staging`), so a worker holds no shuffle buffer: it
+takes a new file from the dispatcher only as it finishes one.  Read-ahead
+decides how the files spread over workers.  With a parallel interleave
+(4 files open, 4 more opened ahead) and an 8,192-row shuffle buffer here,
+the worker that saw a 2,048-URL job first took all 8 of its files: 2
+workers over 50 ms latency ran an epoch in 8.6-8.7 s with 1.7-1.8 against
+0.15-0.2 CPU seconds; with 4 files open and no buffer, 4.7 s at 0.9-1.1
+CPU seconds each.
 
 Images are sent as uint8: the resized float32 pixels rounded to the nearest
 integer (half to even) and clipped to 0-255, a quarter of the float32 bytes;
@@ -36,25 +46,21 @@ from tfeed.config import FetchConfig
 from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_resized
 from tfeed.fetching.native import fetch_native_graph
 
-SHARDS_READ = 4  # files each worker reads at once: their rows mix before the shuffle buffer
-SHUFFLE_BUFFER = 8192  # rows (URL + tag, ~100 bytes each): under 1 MB per worker
+SHARDS_READ = 4  # files each worker reads at once, round robin: no more are opened ahead
 
 
 def epoch_dataset(paths: Sequence[str], fetch_config: FetchConfig, image_size: Sequence[int], *,
-                  shuffle: bool, seed: int, interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
+                  interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
                   pad_to_aspect_ratio: bool = False, num_parallel_calls: Optional[int] = None,
                   ops=None, decode_options: DecodeOptions = DEFAULT_OPTIONS) -> tf.data.Dataset:
     """One job's graph-only dataset of ``(image uint8 [h, w, 3], tag int64, url, reason)``.
 
     ``paths``: shard files (:mod:`tfeed.service.staging`), in the order the
     dispatcher hands them out (the caller shuffles them per epoch).
-    ``seed``: the row shuffle seed of this epoch.
     """
     files = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
-    lines = files.interleave(tf.data.TextLineDataset, cycle_length=SHARDS_READ, block_length=1,
-                             num_parallel_calls=SHARDS_READ, deterministic=False)
-    if shuffle:
-        lines = lines.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    # Sequential: reading lines is not the bottleneck, and a parallel interleave opens more files ahead.
+    lines = files.interleave(tf.data.TextLineDataset, cycle_length=SHARDS_READ, block_length=1)
     return (lines.map(parse_line)
             .apply(fetch_native_graph(fetch_config, ops=ops))
             .apply(decode_or_fallback(image_size, interpolation=interpolation,

@@ -18,6 +18,13 @@ URLs), so a list of a few thousand URLs still spreads over several workers
 hundred files.  A shard is written to a temporary name and renamed when
 complete: a reader never sees half a shard.
 
+With ``shuffle`` (a :class:`RowOrder`) the rows are shuffled as they are
+staged, by the local pipeline's rule (a uniform permutation of lists up to
+``buffer_size`` URLs, a buffer of that size beyond), so each shard is a
+sample of the list and a worker needs no shuffle buffer of its own (one
+made it read ahead, and take every file of a small job; see
+:mod:`tfeed.service.graph`).
+
 Files go through ``tf.io.gfile``, so ``staging_dir`` may be a local path
 (workers on this machine) or any path the workers can read (``gs://...``,
 a shared mount).  Text, not TFRecord: writing buffered lines measured
@@ -28,7 +35,9 @@ cores with +4 MB of RSS (``benchmarks/bench_service_scale.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
+import random
 import tempfile
 import threading
 import uuid
@@ -39,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed import errors
-from tfeed.source.generator import LabelIndex, Selection, admit
+from tfeed.source.generator import LabelIndex, Selection, admit, shuffled
 
 SMALL_ROWS = 256
 SHARDS_PER_SIZE = 8
@@ -68,6 +77,15 @@ def unpack_tags(tags: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 def check_classes(num_classes: int) -> None:
     if num_classes > MAX_CLASSES:
         raise ValueError(f"service= supports up to {MAX_CLASSES} classes, got {num_classes}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RowOrder:
+    """How one epoch's rows are shuffled while staged: ``seed`` and the
+    shuffle buffer's ``buffer_size`` in URLs (about 100 bytes each)."""
+
+    seed: int
+    buffer_size: int
 
 
 class StagingRoot:
@@ -106,13 +124,14 @@ class EpochStaging:
     :meth:`shard_length` tells a shard's rows; :meth:`take_failures` the pairs
     that could not be staged (``invalid_label``; ``invalid_url`` for a URL
     holding a line break, which a line-based shard cannot carry).  An error
-    reading the source is re-raised by :meth:`next_shards`.
+    reading the source is re-raised by :meth:`next_shards`.  ``shuffle``: a
+    :class:`RowOrder`, or None to stage in the source's order.
     """
 
     def __init__(self, directory: str, pairs: Callable[[], Iterator], selection: Selection,
-                 label_index: Optional[LabelIndex], owned: Optional[str] = None):
+                 label_index: Optional[LabelIndex], owned: Optional[str] = None, shuffle: Optional[RowOrder] = None):
         self.directory, self._owned = directory, owned or directory
-        self._pairs, self._selection, self._labels = pairs, selection, label_index
+        self._pairs, self._selection, self._labels, self._order = pairs, selection, label_index, shuffle
         self._lock = threading.Condition()
         self._paths: List[str] = []
         self._lengths: List[int] = []
@@ -168,7 +187,7 @@ class EpochStaging:
         try:
             rows: List[str] = []
             high, size = self._next_shard()
-            for url, label in self._selection.select(self._pairs()):
+            for url, label in self._selected():
                 if self._stop.is_set():
                     return
                 url, index, failure = admit(url, label, self._labels)  # line breaks are invalid_url
@@ -188,6 +207,12 @@ class EpochStaging:
             with self._lock:
                 self._done = True
                 self._lock.notify_all()
+
+    def _selected(self) -> Iterator:
+        pairs = self._selection.select(self._pairs())
+        if self._order is None:
+            return pairs
+        return shuffled(pairs, random.Random(self._order.seed), self._order.buffer_size)
 
     def _next_shard(self) -> Tuple[int, int]:
         """(the shard bits of the next shard's tags, its rows)."""
