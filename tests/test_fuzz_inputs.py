@@ -63,6 +63,24 @@ def test_normalisation_and_labels_never_raise():
                 assert urllib.parse.urlsplit(normal).hostname in ("127.0.0.1", "::1", "::ffff:127.0.0.1"), normal
 
 
+def test_urls_taken_as_already_normal_are_exactly_what_parsing_returns():
+    """The unparsed fast path of tfeed.urls.normalize is the parsed path's identity, never a guess."""
+    rng = random.Random(1)
+    alphabet = ["a", "Z", "0", "1", "9", "2", "5", ".", "-", ":", "/", "?", "#", "@", "%", "[", "]", " ", "é",
+                "x", "_", "~", "&", "=", "\\", "0x", "255", "256", "65535", "65536", "08"]
+    plain = 0
+    for _ in range(30_000):
+        scheme = rng.choice(["http://", "https://", "HTTP://", "http:/"])
+        host = rng.choice(["", "a", "example.com", "x0x0", "0x7f.1", "A.com", "127.0.0.1", "1.2.3.04", "a-.b"])
+        port = rng.choice(["", "", ":80", ":0080", ":65535", ":65536", ":0", ":"])
+        url = scheme + host + port + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        if url_rules._is_plain_http(url):
+            plain += 1
+            assert url_rules._normalize_http(url) == (url, ""), url
+            assert url_rules.normalize(url) == (url, "")
+    assert plain > 500  # the generator does reach the fast path
+
+
 def _write(path, fmt, rows):
     text_rows = [(u, l) for u, l in rows if isinstance(u, str)]
     if fmt == ".parquet":

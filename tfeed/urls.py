@@ -12,6 +12,12 @@ engine sees it, so a URL gives the same outcome whichever engine fetches it:
   (``2130706433``, ``0x7f.1``, ``127.1``) becomes dotted-quad
   (``127.0.0.1``), so the address policy and both engines read one address.
 
+A URL already in that form (lower-case scheme and host, a plain name or a
+dotted-quad address, a port without leading zeros, and only characters the
+percent-encoding leaves alone) is returned as it is, without parsing
+(:data:`_PLAIN_HTTP`): 1.3 instead of 7.2 us per URL, which staging a list
+for service workers spends on every URL.
+
 Both engines also refuse on their own what :func:`refusal` names (a control
 character, a space around a URL, a space in an http(s) URL), so a URL handed to a fetch stage
 directly is never truncated or guessed at either.
@@ -28,6 +34,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 # Characters left as they are when percent-encoding a path, query or fragment.
 _SAFE = "/:@!$&'()*+,;=?#[]%~-._"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+# What _normalize_http returns unchanged: no user info, a host that is a name whose last label starts
+# with a letter (so not numeric) or a canonical dotted quad, a port of 1-65535 written plainly (checked
+# after the match), then only characters quote() keeps, with no empty query or fragment (urlunsplit
+# drops a bare "?" or "#").
+_PLAIN_HTTP = re.compile(
+    rf"https?://(?:(?:{_LABEL}\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?|{_OCTET}(?:\.{_OCTET}){{3}})"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"(?:[/?#][A-Za-z0-9/:@!$&'()*+,;=?#\[\]%~._-]*[A-Za-z0-9/:@!$&'()*+,;=\[\]%~._-]|/)?")
 
 
 def refusal(url: str) -> Optional[str]:
@@ -68,6 +84,8 @@ def normalize(url) -> Tuple[Optional[str], str]:
     ``url`` may be anything a reader produced: a non-string (None, a number)
     is refused with its type named.
     """
+    if type(url) is str and _is_plain_http(url):
+        return url, ""
     if isinstance(url, bytes):
         try:
             url = url.decode("utf-8")
@@ -88,6 +106,12 @@ def normalize(url) -> Tuple[Optional[str], str]:
     if scheme not in ("http", "https"):
         return url, ""
     return _normalize_http(url)
+
+
+def _is_plain_http(url: str) -> bool:
+    match = _PLAIN_HTTP.fullmatch(url)
+    return (match is not None and "?#" not in url
+            and (match.group("port") is None or int(match.group("port")) <= 65535))
 
 
 def _normalize_http(url: str) -> Tuple[Optional[str], str]:

@@ -40,6 +40,7 @@ import queue
 import random
 import tempfile
 import threading
+import time
 import uuid
 import weakref
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -55,6 +56,7 @@ SHARDS_PER_SIZE = 8
 MAX_ROWS = 32768
 SHARD_BITS, ROW_BITS, LABEL_BITS = 20, 20, 23
 MAX_CLASSES = 2**LABEL_BITS - 1
+GIL_YIELD_ROWS = 64  # source rows between the staging thread's GIL releases (see _yielding)
 
 
 def shard_rows(shard: int) -> int:
@@ -209,7 +211,7 @@ class EpochStaging:
                 self._lock.notify_all()
 
     def _selected(self) -> Iterator:
-        pairs = self._selection.select(self._pairs())
+        pairs = _yielding(self._selection.select(self._pairs()))
         if self._order is None:
             return pairs
         return shuffled(pairs, random.Random(self._order.seed), self._order.buffer_size)
@@ -231,6 +233,20 @@ class EpochStaging:
             self._paths.append(path)
             self._lengths.append(len(rows))
             self._lock.notify_all()
+
+
+def _yielding(items: Iterator) -> Iterator:
+    """``items``, with the GIL released every :data:`GIL_YIELD_ROWS` of them.
+
+    Staging is pure Python.  Held through whole 5 ms switch intervals, the
+    GIL made each of the reader's short Python steps wait one out: with a
+    1M-URL list the first batch came after 15.5 s, when staging ended, not
+    after 3.6 s (as with ``sys.setswitchinterval(0.0005)``).
+    """
+    for count, item in enumerate(items):
+        if count % GIL_YIELD_ROWS == 0:
+            time.sleep(0)
+        yield item
 
 
 def read_shard(path: str) -> List[Tuple[int, str]]:
