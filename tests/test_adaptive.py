@@ -13,7 +13,7 @@ import tfeed
 from tfeed import contract, kernels
 from tfeed.config import FetchConfig
 from tfeed.testing import ImageServer, encode, synthetic_shapes
-from tfeed.testing.origins import HttpServerOrigin, SheddingOrigin
+from tfeed.testing.origins import HttpServerOrigin, ManyHostsOrigin, SheddingOrigin
 from helpers import nginx_origin
 
 ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(
@@ -141,6 +141,22 @@ def test_a_throttling_host_neither_stalls_other_hosts_nor_the_epoch(engine):
     assert elapsed < 15  # patience 3 s (plus at most one backoff) ended the epoch
     snap = ds.stats.snapshot()
     assert snap["failures"] == {"rate_limited": 8}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_list_over_a_hundred_hosts_keeps_hundreds_of_requests_open(engine):
+    """128 small hosts (2 requests at a time each, 400 ms): the windows are per host, so the
+    whole list keeps about max_in_flight (256) requests open, and sheds cost no image."""
+    with ManyHostsOrigin(_images(8), hosts=128, per_host_concurrency=2, latency=0.4) as origin:
+        urls = origin.urls([origin.names[i % 8] for i in range(1024)])  # 8 URLs per host
+        ds = tfeed.image_dataset_from_urls(list(zip(urls, range(1024))), image_size=(16, 16), batch_size=64,
+                                           fetch_engine=engine)
+        labels = sorted(int(label) for _, batch in ds for label in batch.numpy())
+        stats = origin.stats()
+    assert labels == list(range(1024))
+    assert ds.stats.snapshot()["failures"] == {}
+    assert stats["peak_open"] == 2  # no host above its limit: the rest were shed, and went again
+    assert stats["peak_open_all_hosts"] >= 200, stats["peak_open_all_hosts"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -42,6 +42,7 @@ from tfeed.testing.server import stop_process
 
 START_TIMEOUT = 30.0  # seconds a server gets to start listening
 STATS_PATH = "/__origin_stats"
+_ALL_HOSTS = "*"  # the stats entry that counts requests open over all hosts
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                   ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 
@@ -255,15 +256,18 @@ class _LimitedOrigin(Origin):
         return f"http://{host}:{self.ports[host]}/"
 
     def stats(self):
-        """``{"requests", "by_status", "peak_open", "by_host": {host: {...}}}``; ``peak_open`` is
-        the most requests one host had open at once (never above the limit)."""
+        """``{"requests", "by_status", "peak_open", "peak_open_all_hosts", "by_host": {host: {...}}}``;
+        ``peak_open`` is the most requests one host had open at once (never above the limit),
+        ``peak_open_all_hosts`` the most open at once over all hosts."""
         with urllib.request.urlopen(self._base_url(0).rstrip("/") + STATS_PATH, timeout=10) as response:
             by_host = json.load(response)
+        everywhere = by_host.pop(_ALL_HOSTS)
         total = collections.Counter()
         for host_stats in by_host.values():
             total.update(host_stats["by_status"])
         return {"requests": sum(h["requests"] for h in by_host.values()), "by_status": dict(total),
-                "peak_open": max(h["peak_open"] for h in by_host.values()), "by_host": by_host}
+                "peak_open": max(h["peak_open"] for h in by_host.values()),
+                "peak_open_all_hosts": everywhere["peak_open"], "by_host": by_host}
 
 
 class SheddingOrigin(_LimitedOrigin):
@@ -326,6 +330,7 @@ async def _serve(config):
     limit, latency, retry_after = config["limit"], config["latency"], config["retry_after"]
     stats = {host: {"requests": 0, "by_status": collections.Counter(), "open": 0, "peak_open": 0}
              for host in config["hosts"]}
+    everywhere = stats[_ALL_HOSTS] = {"open": 0, "peak_open": 0}
 
     def handler_for(host):
         counts = stats[host]
@@ -338,8 +343,9 @@ async def _serve(config):
                 counts["by_status"]["503"] += 1
                 headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
                 return web.Response(status=503, text="overloaded\n", headers=headers)
-            counts["open"] += 1
-            counts["peak_open"] = max(counts["peak_open"], counts["open"])
+            for place in (counts, everywhere):
+                place["open"] += 1
+                place["peak_open"] = max(place["peak_open"], place["open"])
             try:
                 if latency:
                     await asyncio.sleep(latency)
@@ -352,6 +358,7 @@ async def _serve(config):
                 return web.Response(body=body, content_type=content_type)
             finally:
                 counts["open"] -= 1
+                everywhere["open"] -= 1
 
         return handle
 
