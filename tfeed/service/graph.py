@@ -4,7 +4,7 @@ tf.data service workers run a serialized graph, so nothing here may call
 Python (no ``from_generator``, no ``py_function``)::
 
     from_tensor_slices(shard paths)      <- the splits the dispatcher hands out, one file each
-        --interleave(TextLineDataset, SHARDS_READ files at once)--> "<tag>\t<url>" lines
+        --flat_map(TextLineDataset: one file at a time)--> "<tag>\t<url>" lines
         --> fetch_native_graph
         --decode or fallback (one interleave branch per element)--> round to uint8
         --> (image uint8 [h, w, 3], tag, url, reason)
@@ -20,14 +20,16 @@ so decode errors are caught per element without Python and the client can
 tell a URL that failed from one that never arrived (lost with its worker).
 
 Rows arrive shuffled (the client shuffles them while staging, see
-:mod:`tfeed.service.staging`), so a worker holds no shuffle buffer: it
-takes a new file from the dispatcher only as it finishes one.  Read-ahead
-decides how the files spread over workers.  With a parallel interleave
-(4 files open, 4 more opened ahead) and an 8,192-row shuffle buffer here,
-the worker that saw a 2,048-URL job first took all 8 of its files: 2
-workers over 50 ms latency ran an epoch in 8.6-8.7 s with 1.7-1.8 against
-0.15-0.2 CPU seconds; with 4 files open and no buffer, 4.7 s at 0.9-1.1
-CPU seconds each.
+:mod:`tfeed.service.staging`), so a worker holds no shuffle buffer and
+reads one file at a time: it takes a new file from the dispatcher only as
+it finishes one.  Read-ahead decides how the files spread over workers,
+and what a worker that dies takes with it.  With a parallel interleave (4
+files open, 4 more opened ahead) and an 8,192-row shuffle buffer here, the
+worker that saw a 2,048-URL job first took all 8 of its files: 2 workers
+over 50 ms latency ran an epoch in 8.6-8.7 s, with 1.7-1.8 against
+0.15-0.2 CPU seconds.  Reading one file at a time: 4.7 s, 1.0 CPU seconds
+each; a 400-URL job (2 files) went one file to each worker, where 4 files
+open had still left one worker idle.
 
 Images are sent as uint8: the resized float32 pixels rounded to the nearest
 integer (half to even) and clipped to 0-255, a quarter of the float32 bytes;
@@ -46,7 +48,6 @@ from tfeed.config import FetchConfig
 from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_resized
 from tfeed.fetching.native import fetch_native_graph
 
-SHARDS_READ = 4  # files each worker reads at once, round robin: no more are opened ahead
 
 
 def epoch_dataset(paths: Sequence[str], fetch_config: FetchConfig, image_size: Sequence[int], *,
@@ -59,8 +60,7 @@ def epoch_dataset(paths: Sequence[str], fetch_config: FetchConfig, image_size: S
     dispatcher hands them out (the caller shuffles them per epoch).
     """
     files = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
-    # Sequential: reading lines is not the bottleneck, and a parallel interleave opens more files ahead.
-    lines = files.interleave(tf.data.TextLineDataset, cycle_length=SHARDS_READ, block_length=1)
+    lines = files.flat_map(tf.data.TextLineDataset)  # one file at a time: nothing opened ahead
     return (lines.map(parse_line)
             .apply(fetch_native_graph(fetch_config, ops=ops))
             .apply(decode_or_fallback(image_size, interpolation=interpolation,
