@@ -49,7 +49,6 @@ from tfeed.upright import DEFAULT_OPTIONS, DecodeOptions, decode_resized
 from tfeed.fetching.native import fetch_native_graph
 
 
-
 def epoch_dataset(paths: Sequence[str], fetch_config: FetchConfig, image_size: Sequence[int], *,
                   interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
                   pad_to_aspect_ratio: bool = False, num_parallel_calls: Optional[int] = None,
