@@ -212,7 +212,7 @@ class EpochStaging:
                 self._lock.notify_all()
 
     def _selected(self) -> Iterator:
-        pairs = _yielding(self._selection.select(self._pairs()))
+        pairs = self._selection.select(_yielding(self._pairs()))  # per row read, selected or not
         if self._order is None:
             return pairs
         return shuffled(pairs, random.Random(self._order.seed), self._order.buffer_size)
