@@ -160,6 +160,24 @@ def test_a_list_over_a_hundred_hosts_keeps_hundreds_of_requests_open(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_host_rows_count_every_url_handed_over_while_the_host_is_slow(engine):
+    """While a new host's first requests wait 2 s, ``stats.hosts()`` counts all 96 URLs the
+    engine holds (4 open, the rest queued), not only those of the first group it took."""
+    images = _images(96, size=16)
+    with ImageServer(images, latency=2.0) as server:
+        urls = [server.url(name) for name in sorted(images)]
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(16, 16), batch_size=None,
+                                           shuffle=False, fetch_engine=engine)
+        iterator = iter(ds)
+        reader = threading.Thread(target=lambda: sum(1 for _ in iterator))
+        reader.start()
+        time.sleep(0.8)
+        row = _host(ds, urls[0])
+        reader.join()
+    assert row["in_flight"] == contract.INITIAL_WINDOW and row["queued"] == 96 - contract.INITIAL_WINDOW, row
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_fixed_windows_still_fail_after_their_retries(engine):
     images = _images(2)
     with ImageServer(images) as server:

@@ -241,6 +241,7 @@ void Fetcher::AcceptBatch(std::unique_ptr<Batch> batch) {
     if (t->state != State::kQueued) continue;  // answered by the kernel (cache, file://, invalid)
     t->host = hosts_.Find(t->url, *b->opt, now);
     hosts_.Put(t->host, Ref{b->id, i});
+    hosts_dirty_ = true;  // its queue grew
   }
 }
 
@@ -274,7 +275,8 @@ void Fetcher::ApplyLimits(const Options& opt) {
 }
 
 // How long the loop may sleep: until libcurl's timer, a fetch timer, the read
-// timeout scan or a paced host's next start, whichever is first (-1: no deadline).
+// timeout scan, a paced host's next start or the next publication of a changed
+// host table, whichever is first (-1: no deadline).
 // Hosts are judged at `admitted`, the time Admit saw: a host whose pace or pause
 // ended between Admit and now still wakes the loop at once.  (Judged at now, such
 // a host looked ready, hence "no wakeup", yet Admit had not started it: with nothing
@@ -285,6 +287,7 @@ Clock::duration Fetcher::SleepFor(Clock::time_point admitted) {
   Clock::time_point until = curl_due_;
   if (!timers_.empty()) until = std::min(until, timers_.top().when);
   if (!active_.empty()) until = std::min(until, next_scan_);
+  if (hosts_dirty_) until = std::min(until, next_publish_);  // stats readers see changes within 50 ms
   const double wakeup = hosts_.NextWakeup(Since(admitted));  // a paced or paused host may start again
   if (wakeup >= 0) until = std::min(until, epoch_ + FromSeconds(wakeup));
   if (until == Clock::time_point::max()) return Clock::duration(-1);
