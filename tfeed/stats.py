@@ -244,7 +244,8 @@ class Stats:
         The native engine's rows cover the process: datasets with the same
         limiter settings (caps, patience, pace) share a host's row, counts and
         state, others have a row of their own for it; hosts no request went to
-        since this dataset was made are left out."""
+        since this dataset was made are left out, and its rows are at most
+        50 ms old (its loop publishes them at most that often)."""
         rows = [row for source in self._host_sources for row in source()]
         rows.sort(key=lambda row: row["requests"], reverse=True)
         return rows[:limit]
