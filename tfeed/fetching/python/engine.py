@@ -343,8 +343,8 @@ class FetchEngine:
 def _new_event_loop() -> asyncio.AbstractEventLoop:
     """asyncio's own loop, also where uvloop is installed: uvloop's clock and
     timers count whole milliseconds, so a paced host's starts drift late (nginx
-    ``limit_req`` 200 r/s, the client on one core: 156-158 images/s against
-    171-172 on asyncio's loop, the same 122 answers of 429), while its lower
+    ``limit_req`` 200 r/s, the client on one core: 156-161 images/s against
+    168-172 on asyncio's loop, with as many answers of 429), while its lower
     per-request CPU gave the 16-host origin 3-5% in the first epoch."""
     return asyncio.new_event_loop()
 
