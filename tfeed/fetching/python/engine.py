@@ -211,7 +211,11 @@ class FetchEngine:
         with self._lock:
             if self._thread is not None:
                 return
-            loop = _new_event_loop()
+            # asyncio's own loop, also where uvloop is installed: uvloop's clock and timers count
+            # whole milliseconds, so a paced host's starts drift late (nginx limit_req 200 r/s, the
+            # client on one core: 156-161 images/s against 168-172, with as many answers of 429),
+            # while its lower per-request CPU gave the 16-host origin 3-5% in the first epoch.
+            loop = asyncio.new_event_loop()
             ready = threading.Event()
             thread = threading.Thread(target=_run_loop, args=(loop, ready), name="tfeed-fetch", daemon=True)
             thread.start()
@@ -338,15 +342,6 @@ class FetchEngine:
                 if not result.cached:
                     self._held_bytes -= result.size
         self._pump()
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """asyncio's own loop, also where uvloop is installed: uvloop's clock and
-    timers count whole milliseconds, so a paced host's starts drift late (nginx
-    ``limit_req`` 200 r/s, the client on one core: 156-161 images/s against
-    168-172 on asyncio's loop, with as many answers of 429), while its lower
-    per-request CPU gave the 16-host origin 3-5% in the first epoch."""
-    return asyncio.new_event_loop()
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
