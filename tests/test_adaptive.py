@@ -3,6 +3,7 @@ throttling hosts on several loopback addresses; every URL still one example or o
 
 import functools
 import http.server
+import socket
 import threading
 import time
 
@@ -176,6 +177,30 @@ def test_host_rows_count_every_url_handed_over_while_the_host_is_slow(engine):
         reader.join()
     # A port an earlier test's host used may come back with the window it learned: count both.
     assert row["in_flight"] + row["queued"] == 96 and 1 <= row["in_flight"] <= row["window"], row
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_both_engines_name_a_host_as_its_urls_write_it(engine):
+    """``stats.hosts()`` names a host ``scheme://host:port`` as its URLs write it, an IPv6
+    literal in its brackets, on either engine (the Python engine once wrote ``http://::1:port``)."""
+    images = _images(4, size=16)
+    with ImageServer(images, host="::1") as server:
+        urls = [server.url(name) for name in sorted(images)]
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(16, 16), batch_size=2,
+                                           fetch_engine=engine)
+        assert _epoch(ds) == 4
+        port = server.port
+    assert [row["host"] for row in ds.stats.hosts()] == [f"http://[::1]:{port}"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -37,12 +37,14 @@ class Pending:
 
 
 def host_key(url: str) -> str:
-    """``scheme://host:port`` of ``url`` (``""`` for local paths and unparsable URLs)."""
+    """``scheme://host[:port]`` of ``url`` as it is written (an IPv6 literal in its brackets),
+    lower-cased and without credentials, as the native engine names hosts (``HostKey`` in
+    ``kernels/fetch/hosts.cc``); ``""`` for local paths and unparsable URLs."""
     try:
         parts = urllib.parse.urlsplit(url)
-        return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port or ''}" if parts.netloc else ""
     except ValueError:
         return ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower() if parts.netloc else ""
 
 
 # The newest limiter of each host in the process (a new engine's hosts start from them), the most
