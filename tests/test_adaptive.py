@@ -190,17 +190,20 @@ def _ipv6_loopback():
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
 @pytest.mark.parametrize("engine", ENGINES)
-def test_both_engines_name_a_host_as_its_urls_write_it(engine):
-    """``stats.hosts()`` names a host ``scheme://host:port`` as its URLs write it, an IPv6
-    literal in its brackets, on either engine (the Python engine once wrote ``http://::1:port``)."""
+def test_host_rows_read_the_same_on_either_engine(engine):
+    """``stats.hosts()`` rows read the same on either engine: a host is ``scheme://host:port`` as
+    its URLs write it, an IPv6 literal in its brackets (the Python engine once wrote
+    ``http://::1:port``), and its window a float (it once gave an int at the cap)."""
     images = _images(4, size=16)
     with ImageServer(images, host="::1") as server:
         urls = [server.url(name) for name in sorted(images)]
-        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(16, 16), batch_size=2,
-                                           fetch_engine=engine)
+        ds = tfeed.image_dataset_from_urls(urls, labels=None, image_size=(16, 16), batch_size=2, fetch_engine=engine,
+                                           fetch_config=FetchConfig(connections_per_host=2))
         assert _epoch(ds) == 4
         port = server.port
-    assert [row["host"] for row in ds.stats.hosts()] == [f"http://[::1]:{port}"]
+    row, = ds.stats.hosts()
+    assert row["host"] == f"http://[::1]:{port}"
+    assert row["window"] == 2.0 and isinstance(row["window"], float)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -337,7 +337,7 @@ class HostLimiter:
 
     def snapshot(self, now: float) -> dict:
         """The host's state for :meth:`tfeed.Stats.hosts`."""
-        return {"window": round(self.window, 1), "in_flight": self.in_flight, "throttles": self.throttles,
+        return {"window": round(float(self.window), 1), "in_flight": self.in_flight, "throttles": self.throttles,
                 "paced_rps": round(1 / self.gap, 1) if self.gap > 0 else None,
                 "paused_s": round(max(0.0, self.paused_until - now), 2)}
 
