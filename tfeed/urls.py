@@ -40,10 +40,12 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 # with a letter (so not numeric) or a canonical dotted quad, a port of 1-65535 written plainly (checked
 # after the match), then only characters quote() keeps, with no empty query or fragment (urlunsplit
 # drops a bare "?" or "#").
+_KEPT = "A-Za-z0-9" + re.escape(_SAFE)  # a character class: what quote() leaves as it is
+_KEPT_LAST = "A-Za-z0-9" + re.escape(_SAFE.replace("?", "").replace("#", ""))
 _PLAIN_HTTP = re.compile(
     rf"https?://(?:(?:{_LABEL}\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?|{_OCTET}(?:\.{_OCTET}){{3}})"
     r"(?::(?P<port>[1-9][0-9]{0,4}))?"
-    r"(?:[/?#][A-Za-z0-9/:@!$&'()*+,;=?#\[\]%~._-]*[A-Za-z0-9/:@!$&'()*+,;=\[\]%~._-]|/)?")
+    rf"(?:[/?#][{_KEPT}]*[{_KEPT_LAST}]|/)?")
 
 
 def refusal(url: str) -> Optional[str]:
