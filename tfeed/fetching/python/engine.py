@@ -37,6 +37,7 @@ from tfeed.fetching.python.guard import connector_hooks
 from tfeed.fetching.python.heap import HeapHold
 from tfeed.fetching.python.hosts import Host, HostQueues, Pending
 from tfeed.fetching.python.loop_priority import LoopPriority
+from tfeed.fetching.python.wakeup import Wakeup
 from tfeed.stats import Stats
 
 _LIVE_RUNS = 4  # iterators kept alive at once; older runs are retired
@@ -103,7 +104,7 @@ class FetchEngine:
         self._in_flight = 0
         self._heap = HeapHold()  # keeps full collections off the older heap while requests run
         self._held_bytes = 0
-        self._wakeup: Optional[asyncio.TimerHandle] = None
+        self._wakeup: Optional[Wakeup] = None  # made on the loop thread, with the session
         self._finalizer = None
         stats.add_host_source(self.host_table)
 
@@ -221,12 +222,14 @@ class FetchEngine:
             thread.start()
             ready.wait()
             self._loop, self._thread = loop, thread
-            self._session = asyncio.run_coroutine_threadsafe(self._open_session(), loop).result()
-            self._finalizer = weakref.finalize(self, _shutdown, loop, thread, self._session, self._heap)
+            self._session = asyncio.run_coroutine_threadsafe(self._open_on_loop(), loop).result()
+            self._finalizer = weakref.finalize(self, _shutdown, loop, thread, self._session, self._wakeup, self._heap)
 
-    async def _open_session(self):
+    async def _open_on_loop(self):
+        """The HTTP session and the wake-up, made on the loop thread (both belong to the loop)."""
         import aiohttp
 
+        self._wakeup = Wakeup(asyncio.get_running_loop(), self._pump)  # paced and paused hosts' next start
         connector = aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                          limit_per_host=self.config.connections_per_host,
                                          ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True,
@@ -265,15 +268,8 @@ class FetchEngine:
         self._schedule_wakeup(self._hosts.next_wakeup(now))
 
     def _schedule_wakeup(self, when: Optional[float]) -> None:
-        if when is None or (self._wakeup is not None and self._wakeup.when() <= when):
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup = self._loop.call_at(when, self._woken)
-
-    def _woken(self) -> None:
-        self._wakeup = None
-        self._pump()
+        if when is not None and (self._wakeup.when is None or when < self._wakeup.when):
+            self._wakeup.arm(when)
 
     async def _fetch(self, pending: "Pending", host: "Host", ticket) -> None:
         url, label = pending.url, pending.label
@@ -348,10 +344,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
     LoopPriority(loop).begin()
     asyncio.set_event_loop(loop)
     loop.call_soon(ready.set)
-    loop.run_forever()
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()  # its epoll and self-pipe: three files per engine otherwise
 
 
-def _shutdown(loop, thread, session, heap: HeapHold) -> None:
+def _shutdown(loop, thread, session, wakeup: Wakeup, heap: HeapHold) -> None:
     heap.set(False)  # requests cut short by the shutdown never reach _pump
     if not thread.is_alive():
         return
@@ -359,6 +358,7 @@ def _shutdown(loop, thread, session, heap: HeapHold) -> None:
         asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
     except Exception:  # noqa: BLE001 - best effort at exit
         pass
+    loop.call_soon_threadsafe(wakeup.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
 
