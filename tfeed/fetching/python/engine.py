@@ -106,7 +106,7 @@ class FetchEngine:
         self._held_bytes = 0
         self._wakeup: Optional[Wakeup] = None  # made on the loop thread, with the session
         self._finalizer = None
-        stats.add_host_source(self.host_table)
+        stats.add_host_source(_weak_host_table(self))  # the stats may outlive the engine's dataset
 
     # -- tf.data-facing API (any thread) ----------------------------------
     def new_run(self) -> int:
@@ -338,6 +338,17 @@ class FetchEngine:
                 if not result.cached:
                     self._held_bytes -= result.size
         self._pump()
+
+
+def _weak_host_table(engine: FetchEngine):
+    """``engine.host_table`` while the engine lives, then no rows."""
+    table = weakref.WeakMethod(engine.host_table)
+
+    def rows() -> List[dict]:
+        host_table = table()
+        return host_table() if host_table is not None else []
+
+    return rows
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:

@@ -13,16 +13,21 @@ and returns a ticket; the prefetch buffer keeps submitting ahead, so hundreds
 of requests are in flight while only ``num_parallel_calls`` tf.data threads
 ever wait.  Failed URLs are counted in the engine's stats, passed to the error
 policy, and dropped here.
+
+The ``py_function`` bodies reach the engine weakly (:mod:`tfeed.lifetime`);
+the dataset holds it (:func:`tfeed.plan.attach`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable
 
 import tensorflow as tf
 
 from tfeed import contract
+from tfeed.lifetime import held_by_dataset
 from tfeed.fetching.python.engine import FetchEngine
 from tfeed.errors import ErrorPolicy, resolve_policy
 
@@ -46,11 +51,13 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
         raise ValueError(f"group_size and num_parallel_calls must be >= 1, got {group_size}, {num_parallel_calls}")
     handle = resolve_policy(on_error)
     ordered = bool(deterministic)
+    live_engine = held_by_dataset(engine, "fetch engine")
 
     def submit(urls, labels, run):
-        return engine.submit(int(run), [u.decode() for u in urls.numpy()], labels.numpy().tolist(), ordered)
+        return live_engine().submit(int(run), [u.decode() for u in urls.numpy()], labels.numpy().tolist(), ordered)
 
     def collect(ticket):
+        engine = live_engine()
         try:
             results = engine.collect(int(ticket))
             for result in results:
@@ -73,7 +80,8 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
                      for t in (body, label, url))
 
     def apply(dataset: tf.data.Dataset) -> tf.data.Dataset:
-        runs = tf.data.Dataset.from_generator(lambda: _repeat_run(engine),
+        # one run id per iterator, repeated for each of its groups
+        runs = tf.data.Dataset.from_generator(lambda: itertools.repeat(live_engine().new_run()),
                                               output_signature=tf.TensorSpec([], tf.int64))
         if dataset.element_spec[0].shape.rank == 0:
             dataset = dataset.batch(group_size)
@@ -84,9 +92,3 @@ def fetch(engine: FetchEngine, *, on_error: ErrorPolicy = "skip", deterministic:
 
     return apply
 
-
-def _repeat_run(engine: FetchEngine):
-    """One run id per iterator, repeated for each of its groups."""
-    run = engine.new_run()
-    while True:
-        yield run
