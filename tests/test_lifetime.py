@@ -4,10 +4,13 @@ import collections
 import gc
 import os
 import threading
+import time
 
+import numpy as np
 import pytest
 
 import tfeed
+from tfeed.testing import ImageServer, encode
 from tfeed.fetching.python.engine import FetchEngine
 from tfeed.source.generator import UrlGenerator
 
@@ -52,3 +55,22 @@ def test_an_iterator_keeps_working_after_its_dataset_object_is_dropped(server, s
     gc.collect()
     labels = [int(label) for _, batch in iterator for label in batch.numpy()]
     assert sorted(labels) == list(range(len(names)))
+
+
+def test_a_python_engine_dropped_mid_epoch_closes_quietly_on_its_own_loop(capfd):
+    """The last download of a dropped dataset releases the engine on the loop thread, which must close
+    itself without waiting for itself (it raised "cannot join current thread" and left its connector open)."""
+    images = {f"{i}.png": encode(np.full((8, 8, 3), i % 256, np.uint8), "png") for i in range(300)}
+    with ImageServer(images, latency=0.5) as server:
+        iterator = iter(_dataset(server, sorted(images), "python"))
+        next(iterator)  # after ~3 round trips of slow start: most of the 300 requests are still to come
+        del iterator
+        gc.collect()
+        assert _fetch_threads() == 1
+        deadline = time.monotonic() + 20
+        while _fetch_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            gc.collect()
+    assert _fetch_threads() == 0
+    err = capfd.readouterr().err
+    assert "Exception ignored" not in err and "Unclosed" not in err and "never awaited" not in err

@@ -362,8 +362,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
 
 
 def _shutdown(loop, thread, session, wakeup: Wakeup, heap: HeapHold) -> None:
+    """Close the session, stop the loop thread.  Runs where the engine's last reference went: any
+    thread, at exit, or the loop's own (a dropped dataset's last download), which cannot wait for itself."""
     heap.set(False)  # requests cut short by the shutdown never reach _pump
     if not thread.is_alive():
+        return
+    if threading.current_thread() is thread:
+        loop.create_task(_close_on_loop(loop, session, wakeup))
         return
     try:
         asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
@@ -372,6 +377,15 @@ def _shutdown(loop, thread, session, wakeup: Wakeup, heap: HeapHold) -> None:
     loop.call_soon_threadsafe(wakeup.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
+
+
+async def _close_on_loop(loop, session, wakeup: Wakeup) -> None:
+    """:func:`_shutdown` from the loop's own thread: nothing waits for this."""
+    try:
+        await session.close()
+    finally:
+        wakeup.close()
+        loop.stop()
 
 
 def tls_context(config: FetchConfig):
