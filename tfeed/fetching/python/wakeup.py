@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import inspect
 import math
 import os
@@ -86,22 +87,25 @@ class Wakeup:
 
 
 class _Timerfd:
-    """A non-blocking CLOCK_MONOTONIC timerfd, armed at absolute nanoseconds."""
+    """A non-blocking CLOCK_MONOTONIC timerfd, armed at absolute nanoseconds (through ctypes;
+    Python 3.13's ``os.timerfd_create`` would do the same)."""
 
-    def __init__(self, fd: int, settime: Callable[[int, int], None]):
-        self.fd, self._settime = fd, settime
+    def __init__(self, libc, fd: int):
+        self._libc, self.fd = libc, fd
 
     @classmethod
     def open(cls) -> "Optional[_Timerfd]":
         """A timer, or None where the system has none (not Linux)."""
-        libc = _libc()  # (Python 3.13's os.timerfd_create would do the same)
+        libc = _libc()
         if libc is None:
             return None
         fd = libc.timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
-        return cls(fd, _ctypes_settime(libc)) if fd >= 0 else None
+        return cls(libc, fd) if fd >= 0 else None
 
     def set(self, ns: int) -> None:
-        self._settime(self.fd, ns)
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(*divmod(ns, 1_000_000_000)))
+        if self._libc.timerfd_settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
     def consume(self) -> bool:
         """Read the expiry count; False when the timer has not expired since it was last set."""
@@ -122,7 +126,9 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
+    """The C library with its timerfd functions declared, or None without them."""
     if not hasattr(time, "CLOCK_MONOTONIC"):
         return None
     try:
@@ -133,11 +139,3 @@ def _libc():
     except (OSError, AttributeError):
         return None
     return libc
-
-
-def _ctypes_settime(libc) -> Callable[[int, int], None]:
-    def settime(fd: int, ns: int) -> None:
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(*divmod(ns, 1_000_000_000)))
-        if libc.timerfd_settime(fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return settime
