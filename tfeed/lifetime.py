@@ -10,13 +10,18 @@ made weak: each dropped dataset kept its URL list (+32 MB of RSS per dataset of
 
 So the dataset holds the object (an attribute of the dataset object, which the
 datasets derived from it and every iterator over it hold in turn), and the
-functions in its graph reach the object through :func:`held_by_dataset`.
+functions in its graph reach the object through :func:`held_by_dataset`
+(:func:`generator_dataset` does both for ``from_generator``).  Long-lived
+callbacks into a fetch engine (its event loop's, the stats' host table) go
+through :func:`weak_method` for the same reason.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+import tensorflow as tf
 
 T = TypeVar("T")
 
@@ -37,3 +42,23 @@ def held_by_dataset(obj: T, what: str) -> Callable[[], T]:
         return alive
 
     return reach
+
+
+def generator_dataset(generator: Callable, output_signature, what: str) -> tf.data.Dataset:
+    """``tf.data.Dataset.from_generator(generator, output_signature=...)`` that holds
+    ``generator`` while its graph reaches it through :func:`held_by_dataset`."""
+    reach = held_by_dataset(generator, what)
+    dataset = tf.data.Dataset.from_generator(lambda: reach()(), output_signature=output_signature)
+    dataset._tfeed_generator = generator
+    return dataset
+
+
+def weak_method(method: Callable[[], T], otherwise: Any = None) -> Callable[[], T]:
+    """A function calling the bound ``method`` while its object lives, else returning ``otherwise``."""
+    ref = weakref.WeakMethod(method)
+
+    def call():
+        alive = ref()
+        return alive() if alive is not None else otherwise
+
+    return call

@@ -25,7 +25,7 @@ from tfeed.batching.progress import ProgressBar
 from tfeed.batching.accounting import account
 from tfeed.batching.stage import batch_with_labels, finish, pipeline_options
 from tfeed.errors import resolve_policy
-from tfeed.lifetime import held_by_dataset
+from tfeed.lifetime import generator_dataset
 from tfeed.plan import Plan, ServiceSettings, attach, make_plan
 from tfeed.service.client import WatchdogReader
 from tfeed.service.graph import epoch_dataset
@@ -119,11 +119,10 @@ def service_datasets(plan: Plan, image_dtype: tf.dtypes.DType = tf.float32) -> t
                                 owned=_spent(root, epoch, shared), shuffle=order)
 
         reader = WatchdogReader(make, stage, stats, handle, stall_timeout=settings.stall_timeout, shared=shared)
-        reach = held_by_dataset(reader, "service reader")  # (its rows and staging root go with the dataset)
-        dataset = tf.data.Dataset.from_generator(lambda reach=reach: reach()(), output_signature=(
-            tf.TensorSpec([None, *plan.image_size, 3], tf.uint8), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.string)))
-        dataset._tfeed_reader = reader
+        # (the reader's rows and staging root go with the dataset)
+        dataset = generator_dataset(reader, (tf.TensorSpec([None, *plan.image_size, 3], tf.uint8),
+                                             tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string)),
+                                    "service reader")
         if image_dtype == tf.float32:  # per group of up to 16: one cast op per group, not per image
             dataset = dataset.map(_to_float, num_parallel_calls=2, deterministic=True)
         dataset = dataset.unbatch()

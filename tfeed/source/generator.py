@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfeed import contract, errors, malloc, urls
-from tfeed.lifetime import held_by_dataset
+from tfeed.lifetime import generator_dataset
 from tfeed.source.labels import LabelIndex
 from tfeed.source.readers import PairFactory
 from tfeed.resume import Position, url_key
@@ -184,8 +184,5 @@ def url_dataset(generator: UrlGenerator, group_size: int = contract.GROUP_SIZE) 
     ``(urls: tf.string [n], labels: tf.int64 [n])``, ``n <= group_size`` (the
     generator's larger groups are cut up by ``rebatch``); ``.unbatch()`` gives pairs.
     The dataset holds ``generator``; its graph reaches it weakly (:mod:`tfeed.lifetime`)."""
-    reach = held_by_dataset(generator, "URL source")
-    source = tf.data.Dataset.from_generator(
-        lambda: reach()(), output_signature=(tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)))
-    source._tfeed_source = generator
-    return source.rebatch(group_size)
+    signature = (tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64))
+    return generator_dataset(generator, signature, "URL source").rebatch(group_size)

@@ -38,6 +38,7 @@ from tfeed.fetching.python.heap import HeapHold
 from tfeed.fetching.python.hosts import Host, HostQueues, Pending
 from tfeed.fetching.python.loop_priority import LoopPriority
 from tfeed.fetching.python.wakeup import Wakeup
+from tfeed.lifetime import weak_method
 from tfeed.stats import Stats
 
 _LIVE_RUNS = 4  # iterators kept alive at once; older runs are retired
@@ -106,7 +107,7 @@ class FetchEngine:
         self._held_bytes = 0
         self._wakeup: Optional[Wakeup] = None  # made on the loop thread, with the session
         self._finalizer = None
-        stats.add_host_source(_weak_host_table(self))  # the stats may outlive the engine's dataset
+        stats.add_host_source(weak_method(self.host_table, otherwise=()))  # stats may outlive the dataset
 
     # -- tf.data-facing API (any thread) ----------------------------------
     def new_run(self) -> int:
@@ -229,7 +230,8 @@ class FetchEngine:
         """The HTTP session and the wake-up, made on the loop thread (both belong to the loop)."""
         import aiohttp
 
-        self._wakeup = Wakeup(asyncio.get_running_loop(), self._pump)  # paced and paused hosts' next start
+        # paced and paused hosts' next start; the loop holds the wake-up, which must not hold the engine
+        self._wakeup = Wakeup(asyncio.get_running_loop(), weak_method(self._pump))
         connector = aiohttp.TCPConnector(limit=self.config.max_in_flight,
                                          limit_per_host=self.config.connections_per_host,
                                          ttl_dns_cache=self.config.dns_cache_ttl, use_dns_cache=True,
@@ -338,17 +340,6 @@ class FetchEngine:
                 if not result.cached:
                     self._held_bytes -= result.size
         self._pump()
-
-
-def _weak_host_table(engine: FetchEngine):
-    """``engine.host_table`` while the engine lives, then no rows."""
-    table = weakref.WeakMethod(engine.host_table)
-
-    def rows() -> List[dict]:
-        host_table = table()
-        return host_table() if host_table is not None else []
-
-    return rows
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:

@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import inspect
 import math
 import os
 import time
-import weakref
 from typing import Callable, Optional
 
 _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 0o4000, 0o2000000, 1  # Linux's values (O_NONBLOCK, O_CLOEXEC)
@@ -37,13 +35,12 @@ class Wakeup:
 
     Create, arm and close it on the loop's own thread.  Never early: the callback runs
     at or after ``when`` (the loop's clock, seconds).  One wake-up is pending at a time;
-    :meth:`arm` moves it.  ``when`` is the pending time, or None.  A bound method is held
-    weakly (the loop holds the wake-up, and must not keep the method's object alive).
+    :meth:`arm` moves it.  ``when`` is the pending time, or None.  The loop holds the
+    wake-up and so ``callback``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]):
-        self._loop = loop
-        self._callback = weakref.WeakMethod(callback) if inspect.ismethod(callback) else lambda: callback
+        self._loop, self._callback = loop, callback
         self.when: Optional[float] = None
         self._handle: Optional[asyncio.TimerHandle] = None
         # asyncio's own loops read time.monotonic(), which is CLOCK_MONOTONIC, the timerfd's clock
@@ -81,9 +78,7 @@ class Wakeup:
         if self._timer is not None and not self._timer.consume():
             return  # re-armed later after it had expired, before the loop read it
         self.when, self._handle = None, None
-        callback = self._callback()
-        if callback is not None:
-            callback()
+        self._callback()
 
 
 class _Timerfd:
